@@ -1,0 +1,32 @@
+# Quick start: `make run` (the main job on built-in synthetic faces), `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+WORKDIR ?= runs/sedl
+CONFIG  ?= configs/sedl.py
+PYTEST_ARGS ?=
+
+.PHONY: run test bench install clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+
+# Re-install when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) launch.py --config=$(CONFIG) --workdir=$(WORKDIR)
+
+test: install
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/contrastive_step.py --out=bench/results
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,199 @@
+"""Config building blocks shared by `configs/sedl.py` and `configs/card_fer.py`.
+
+Every stage's schema lives here, so both pipelines and the tests agree on field
+names. Variants: `tiny` (tests), `quick` (CPU, minutes), `paper` (the papers).
+Durations are given as `epochs`, or as `steps` when `steps > 0` (steps win);
+`sedl_jax.train.schedule.resolve_steps` turns them into a number of steps.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+VARIANTS = ("tiny", "quick", "paper")
+
+
+def check_variant(arg: str | None) -> str:
+  variant = arg or "quick"
+  if variant not in VARIANTS:
+    raise ValueError(f"config argument {variant!r}: expected one of {VARIANTS}")
+  return variant
+
+
+def data(variant: str) -> ml_collections.ConfigDict:
+  """`config.data`: which faces to read and how to size them."""
+  d = ml_collections.ConfigDict()
+  d.name = "synthetic"  # synthetic | (real sources: see README)
+  d.path = config_dict.placeholder(str)  # dataset root or file for real sources
+  d.image_size = {"tiny": 32, "quick": 48, "paper": 224}[variant]
+  d.channels = {"tiny": 1, "quick": 1, "paper": 3}[variant]
+  d.seed = 0
+  d.shuffle_seed = 0
+  d.num_threads = 2  # grain reader threads
+  d.prefetch = 2  # batches read ahead
+  s = ml_collections.ConfigDict()
+  s.num_subjects = {"tiny": 6, "quick": 48, "paper": 120}[variant]
+  s.images_per_subject = {"tiny": 14, "quick": 56, "paper": 140}[variant]
+  s.sequences_per_subject = {"tiny": 2, "quick": 4, "paper": 8}[variant]
+  s.sequence_length = {"tiny": 8, "quick": 24, "paper": 48}[variant]
+  s.split_fractions = (0.6, 0.2, 0.2)
+  s.class_weights = (1.0,) * 7  # angry, disgust, fear, happy, sad, surprise, neutral
+  s.intensity_range = (0.35, 1.05)
+  s.au_noise = 0.12
+  s.max_shift = 0.12
+  s.scale_range = (0.8, 1.1)
+  s.max_rotation_deg = 12.0
+  s.light_strength = 0.5
+  s.noise_std = 0.06
+  s.occlusion_p = 0.15
+  s.mean_dwell = 3.0
+  s.onset_rate = 0.55
+  d.synthetic = s
+  return d
+
+
+def encoder(variant: str, *, cbam: bool = False) -> ml_collections.ConfigDict:
+  """`config.model`: the encoder and its projection head."""
+  m = ml_collections.ConfigDict()
+  m.encoder = {"tiny": "resnet_tiny", "quick": "resnet18", "paper": "resnet18"}[variant]
+  m.width = {"tiny": 0.125, "quick": 0.25, "paper": 1.0}[variant]
+  m.stem = {"tiny": "small", "quick": "small", "paper": "imagenet"}[variant]
+  m.cbam = cbam
+  m.cbam_reduction = 16
+  m.dtype = "float32"  # float32 | bfloat16 (bf16 compute, f32 params)
+  m.head = "mlp"  # mlp (SEDL: 2 layers + ReLU) | mlp_bn (SimCLR v2 style)
+  m.proj_hidden = {"tiny": 32, "quick": 128, "paper": 512}[variant]
+  m.proj_dim = {"tiny": 16, "quick": 64, "paper": 128}[variant]
+  return m
+
+
+def optimizer(name: str, lr: float, *, weight_decay: float = 0.0, warmup_epochs: float = 0.0,
+              schedule: str = "cosine") -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.name = name  # adam | adamw | sgd | lars
+  o.lr = lr
+  o.weight_decay = weight_decay  # never applied to biases or norm parameters
+  o.momentum = 0.9  # sgd / lars
+  o.lars_eta = 0.001
+  o.bias_lr_scale = 1.0  # lars: lr multiplier for biases / norms (Barlow Twins: 0.024)
+  o.schedule = schedule  # cosine (warm-up + cosine) | constant
+  o.warmup_epochs = warmup_epochs
+  o.grad_clip = 0.0  # global-norm clip; 0 = off
+  return o
+
+
+def view(**overrides) -> ml_collections.ConfigDict:
+  """One augmentation view (SimCLR defaults with a milder crop for faces)."""
+  v = ml_collections.ConfigDict(dict(
+      crop_area=(0.3, 1.0), crop_aspect=(3 / 4, 4 / 3), flip_p=0.5,
+      jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
+      gray_p=0.2, blur_p=0.5, blur_sigma=(0.1, 2.0), blur_kernel_frac=0.1,
+      noise_p=0.5, noise_std=0.05, solarize_p=0.0, solarize_threshold=0.5))
+  v.update(overrides)
+  return v
+
+
+def train_loop(variant: str, *, epochs_paper: int, batch: int) -> ml_collections.ConfigDict:
+  """Fields every trained stage shares."""
+  t = ml_collections.ConfigDict()
+  t.batch_size = {"tiny": 16, "quick": 128, "paper": batch}[variant]  # global batch
+  t.epochs = {"tiny": 2, "quick": 30, "paper": epochs_paper}[variant]
+  t.steps = 0  # > 0 overrides epochs
+  t.log_every_steps = {"tiny": 2, "quick": 20, "paper": 100}[variant]
+  t.checkpoint_every_steps = {"tiny": 4, "quick": 200, "paper": 1000}[variant]
+  t.keep_checkpoints = 2
+  t.seed = 0
+  return t
+
+
+def contrastive(variant: str) -> ml_collections.ConfigDict:
+  c = train_loop(variant, epochs_paper=120, batch=256)
+  c.temperature = 0.7
+  c.optimizer = optimizer("adam", 5e-4, warmup_epochs={"tiny": 0, "quick": 1, "paper": 5}[variant])
+  c.views = (view(), view())
+  c.online_probe_lr = 1e-3
+  c.knn_k = 20
+  c.knn_temperature = 0.07
+  return c
+
+
+def temporal(variant: str) -> ml_collections.ConfigDict:
+  t = train_loop(variant, epochs_paper=40, batch=64)
+  t.batch_size = {"tiny": 4, "quick": 32, "paper": 64}[variant]
+  t.epochs = {"tiny": 2, "quick": 40, "paper": 40}[variant]
+  t.optimizer = optimizer("adam", 5e-4)
+  t.layers = {"tiny": 1, "quick": 2, "paper": 4}[variant]
+  t.heads = {"tiny": 2, "quick": 4, "paper": 8}[variant]
+  t.width = {"tiny": 32, "quick": 128, "paper": 256}[variant]
+  t.dropout = 0.1
+  t.positional = "learned"  # learned | sinusoidal
+  t.context_length = {"tiny": 8, "quick": 24, "paper": 48}[variant]
+  t.horizons = (1, 2, 4)
+  return t
+
+
+def behaviour(variant: str) -> ml_collections.ConfigDict:
+  b = train_loop(variant, epochs_paper=40, batch=64)
+  b.batch_size = {"tiny": 8, "quick": 64, "paper": 64}[variant]
+  b.epochs = {"tiny": 2, "quick": 60, "paper": 40}[variant]
+  b.optimizer = optimizer("adam", 1e-3)
+  b.features = "static+temporal"  # static | temporal | static+temporal
+  b.hidden = {"tiny": 32, "quick": 128, "paper": 256}[variant]
+  b.class_weighting = "none"  # none | balanced
+  return b
+
+
+def sedl_report(variant: str) -> ml_collections.ConfigDict:
+  r = ml_collections.ConfigDict()
+  r.baselines = ("random_forest", "kmeans", "supervised_cnn", "simclr_linear")
+  r.random_forest_features = "hog"  # hog | pixels
+  r.tsne = True
+  r.tsne_max_points = {"tiny": 60, "quick": 800, "paper": 2000}[variant]
+  r.ngram = 3
+  return r
+
+
+def barlow(variant: str) -> ml_collections.ConfigDict:
+  b = train_loop(variant, epochs_paper=100, batch=256)
+  b.projector = {"tiny": (32, 32), "quick": (256, 256, 256), "paper": (8192, 8192, 8192)}[variant]
+  b.lambd = 0.0051
+  b.optimizer = optimizer("lars", 0.2, weight_decay=1.5e-6,
+                          warmup_epochs={"tiny": 0, "quick": 1, "paper": 10}[variant])
+  b.optimizer.bias_lr_scale = 0.0048 / 0.2
+  b.lr_batch_scaling = True  # lr x batch / 256, as the original
+  if variant != "paper":  # small batches: Adam works better (methods.md section 4)
+    b.optimizer = optimizer("adam", 1e-3, weight_decay=1e-6, warmup_epochs=b.optimizer.warmup_epochs)
+    b.lr_batch_scaling = False
+  b.views = (view(blur_p=1.0, solarize_p=0.0), view(blur_p=0.1, solarize_p=0.2))
+  return b
+
+
+def classifier(variant: str) -> ml_collections.ConfigDict:
+  c = train_loop(variant, epochs_paper=50, batch=128)
+  c.epochs = {"tiny": 2, "quick": 20, "paper": 50}[variant]
+  c.mode = "finetune"  # finetune | linear
+  c.init = "barlow"  # barlow (from the SSL stage) | scratch (supervised ablation)
+  c.optimizer = optimizer("adam", 1e-3, weight_decay=1e-5)
+  c.class_weighting = "none"  # none | balanced (loss weights)
+  c.balanced_sampling = False
+  c.view = view(crop_area=(0.6, 1.0), jitter_p=0.5, gray_p=0.0, blur_p=0.0, noise_p=0.0)
+  return c
+
+
+def card(variant: str) -> ml_collections.ConfigDict:
+  c = train_loop(variant, epochs_paper=200, batch=256)
+  c.epochs = {"tiny": 2, "quick": 40, "paper": 200}[variant]
+  c.timesteps = {"tiny": 50, "quick": 1000, "paper": 1000}[variant]
+  c.beta_start = 1e-4
+  c.beta_end = 0.02
+  c.hidden = {"tiny": 32, "quick": 128, "paper": 128}[variant]
+  c.optimizer = optimizer("adam", 1e-3, warmup_epochs={"tiny": 0, "quick": 1, "paper": 10}[variant])
+  c.optimizer.grad_clip = 1.0
+  c.ema_decay = {"tiny": 0.9, "quick": 0.999, "paper": 0.9999}[variant]
+  c.num_samples = {"tiny": 8, "quick": 100, "paper": 100}[variant]
+  c.sample_temperature = 1.0  # T_s; <= 0 tunes it on training NLL
+  c.pavpu_alpha = 0.05
+  c.pavpu_threshold = 0.5  # threshold variant: certain if max prob >= this
+  c.eval_batch_size = {"tiny": 8, "quick": 64, "paper": 64}[variant]
+  return c

@@ -1,0 +1,74 @@
+"""Checks a resolved config before anything compiles; errors name the field."""
+
+from __future__ import annotations
+
+import os
+
+from sedl_jax.data import sources
+
+# Total stride of the encoder's stem + stages: the image must be at least this
+# big for the last stage to see one pixel.
+STEM_DOWNSAMPLING = {"small": 8, "imagenet": 32}
+TRAINED_STAGES = ("contrastive", "temporal", "behaviour", "barlow", "classifier", "card")
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the field."""
+
+
+def _positive_int(config, field: str) -> int:
+  value = config
+  for part in field.split("."):
+    value = value[part]
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    raise ConfigError(f"config.{field}={value!r}: must be a positive integer")
+  return value
+
+
+def validate(config, *, known_stages, num_devices: int, process_count: int = 1) -> None:
+  stages = tuple(config.stages)
+  if not stages:
+    raise ConfigError("config.stages is empty: name at least one stage")
+  for s in stages:
+    if s not in known_stages:
+      raise ConfigError(f"config.stages: unknown stage {s!r} (known: {sorted(known_stages)})")
+    if s not in config:
+      raise ConfigError(f"config.stages names {s!r} but config.{s} (its settings) is missing")
+
+  d = config.data
+  if d.name not in sources.DATASETS:
+    raise ConfigError(f"config.data.name={d.name!r}: unknown dataset (known: {sorted(sources.DATASETS)})")
+  if d.name in sources.NEEDS_PATH:
+    if not d.path:
+      raise ConfigError(f"config.data.path is not set: dataset {d.name!r} reads files from disk")
+    if not os.path.exists(d.path):
+      raise ConfigError(f"config.data.path={d.path!r}: no such file or directory")
+  _positive_int(config, "data.image_size")
+  if d.channels not in (1, 3):
+    raise ConfigError(f"config.data.channels={d.channels!r}: must be 1 (grey) or 3 (RGB)")
+
+  m = config.get("model")
+  if m is not None:
+    if m.stem not in STEM_DOWNSAMPLING:
+      raise ConfigError(f"config.model.stem={m.stem!r}: expected one of {sorted(STEM_DOWNSAMPLING)}")
+    need = STEM_DOWNSAMPLING[m.stem]
+    if d.image_size < need:
+      raise ConfigError(
+          f"config.data.image_size={d.image_size} is too small for config.model.stem={m.stem!r}, "
+          f"which downsamples {need}x: use image_size >= {need} or stem='small'")
+    if m.dtype not in ("float32", "bfloat16"):
+      raise ConfigError(f"config.model.dtype={m.dtype!r}: expected 'float32' or 'bfloat16'")
+
+  for s in stages:
+    if s not in TRAINED_STAGES:
+      continue
+    batch = _positive_int(config, f"{s}.batch_size")
+    if batch % num_devices:
+      raise ConfigError(
+          f"config.{s}.batch_size={batch} (the global batch) is not divisible by the "
+          f"{num_devices} devices: use a multiple of {num_devices}")
+    if batch % process_count:
+      raise ConfigError(f"config.{s}.batch_size={batch} is not divisible by {process_count} processes")
+    st = config[s]
+    if st.epochs < 0 or st.steps < 0 or (st.epochs == 0 and st.steps == 0):
+      raise ConfigError(f"config.{s}.epochs={st.epochs}, steps={st.steps}: one must be positive")

@@ -1,0 +1,86 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import card_fer, sedl
+from sedl_jax.config.validate import ConfigError, validate
+from sedl_jax.data import sources
+from sedl_jax.stages import registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _check(c, devices=1):
+  validate(c, known_stages=registry.STAGES, num_devices=devices)
+
+
+@pytest.mark.parametrize("variant", ["tiny", "quick", "paper"])
+def test_all_variants_validate(variant):
+  _check(sedl.get_config(variant))
+  for ab in ("proposed", "r18_cbam", "r18"):
+    _check(card_fer.get_config(f"{variant},ablation={ab}"))
+
+
+def test_paper_values():
+  c = sedl.get_config("paper")
+  assert (c.data.image_size, c.model.encoder, c.contrastive.temperature) == (224, "resnet18", 0.7)
+  assert c.contrastive.optimizer.name == "adam" and c.contrastive.optimizer.lr == 5e-4
+  assert (c.contrastive.epochs, c.temporal.epochs) == (120, 40)
+  b = card_fer.get_config("paper")
+  assert b.barlow.projector == (8192, 8192, 8192) and b.barlow.lambd == 0.0051
+  assert (b.card.timesteps, b.card.beta_start, b.card.beta_end) == (1000, 1e-4, 0.02)
+  assert b.model.cbam and not card_fer.get_config("paper,ablation=r18").model.cbam
+
+
+def test_unknown_variant_and_ablation():
+  with pytest.raises(ValueError, match="huge"):
+    sedl.get_config("huge")
+  with pytest.raises(ValueError, match="ablation"):
+    card_fer.get_config("quick,ablation=nope")
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda c: setattr(c, "stages", ("contrastive", "dance")), "config.stages"),
+    (lambda c: setattr(c.contrastive, "batch_size", 0), "config.contrastive.batch_size"),
+    (lambda c: setattr(c.temporal, "batch_size", -4), "config.temporal.batch_size"),
+    (lambda c: setattr(c.data, "image_size", 16), "config.data.image_size"),
+    (lambda c: setattr(c.data, "channels", 2), "config.data.channels"),
+    (lambda c: setattr(c.data, "name", "imagenet"), "config.data.name"),
+    (lambda c: setattr(c.contrastive, "epochs", 0), "config.contrastive.epochs"),
+])
+def test_validation_names_the_field(mutate, field):
+  c = sedl.get_config("quick")
+  c.model.stem = "imagenet" if field == "config.data.image_size" else c.model.stem
+  mutate(c)
+  with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+    _check(c)
+
+
+def test_global_batch_must_divide_device_count():
+  c = sedl.get_config("tiny")
+  c.contrastive.batch_size = 18
+  with pytest.raises(ConfigError, match=r"contrastive\.batch_size=18.*4 devices"):
+    _check(c, devices=4)
+
+
+def test_missing_dataset_path(monkeypatch, tmp_path):
+  monkeypatch.setitem(sources.DATASETS, "folder_for_test", lambda cfg: None)
+  monkeypatch.setattr(sources, "NEEDS_PATH", frozenset({"folder_for_test"}))
+  c = sedl.get_config("tiny")
+  c.data.name = "folder_for_test"
+  with pytest.raises(ConfigError, match=r"config\.data\.path is not set"):
+    _check(c)
+  c.data.path = str(tmp_path / "nowhere")
+  with pytest.raises(ConfigError, match=r"config\.data\.path=.*nowhere.*no such file"):
+    _check(c)
+
+
+def test_launcher_rejects_bad_input_before_compiling(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "launch.py", "--config=configs/sedl.py:tiny", f"--workdir={tmp_path}",
+       "--config.stages=('contrastive','dance')"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2
+  assert "config.stages: unknown stage 'dance'" in out.stderr
