@@ -34,7 +34,9 @@ def main(argv):
   from sedl_jax.config.validate import ConfigError
   from sedl_jax.stages.registry import StageNotBuilt
 
-  logging.getLogger().setLevel(logging.INFO)
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
+  logging.getLogger().setLevel(logging.WARNING)
   distributed.maybe_initialize()
   try:
     runner.run(_CONFIG.value, _WORKDIR.value, _MODE.value)

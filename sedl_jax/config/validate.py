@@ -8,7 +8,7 @@ from sedl_jax.data import sources
 
 # Total stride of the encoder's stem + stages: the image must be at least this
 # big for the last stage to see one pixel.
-STEM_DOWNSAMPLING = {"small": 8, "imagenet": 32}
+STEM_DOWNSAMPLING = {"small": 8, "strided": 16, "imagenet": 32}
 TRAINED_STAGES = ("contrastive", "temporal", "behaviour", "barlow", "classifier", "card")
 
 

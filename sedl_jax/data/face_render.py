@@ -142,21 +142,21 @@ def render(identity: Identity, aus: np.ndarray, nuisance: Nuisance, *,
     cx = side * es
     # Eye: an ellipse whose height follows eye openness; cheek raise pushes
     # the lower lid up, so happy eyes narrow from below.
-    open_h = ez * np.clip(0.55 + 0.45 * eye_open - 0.25 * np.maximum(cheek, 0), 0.08, 1.4)
+    open_h = ez * np.clip(0.55 + 0.6 * eye_open - 0.35 * np.maximum(cheek, 0), 0.08, 1.6)
     cy = eye_y - 0.3 * ez * np.maximum(cheek, 0)
     eye = _soft(1.0 - ((u - cx) / (ez * 1.25)) ** 2 - ((v - cy) / open_h) ** 2, sharp * 0.2)
     pupil = _soft(1.0 - ((u - cx) / (ez * 0.5)) ** 2 - ((v - cy) / (ez * 0.5)) ** 2, sharp * 0.2)
     dark += 0.35 * eye + 0.55 * eye * pupil
     # Brow: a thick segment whose inner end rises with brow_angle.
-    by = eye_y - 1.9 * ez - 0.09 * brow_h
-    slope = -side * 0.45 * brow_angle  # inner side is towards u = 0
+    by = eye_y - 1.9 * ez - 0.14 * brow_h
+    slope = -side * 0.8 * brow_angle  # inner side is towards u = 0
     line_v = by + slope * (u - cx)
     brow = (_soft(col(identity.brow_thickness) - np.abs(v - line_v), sharp)
             * _soft(ez * 1.6 - np.abs(u - cx), sharp))
     dark += 0.6 * brow
     # Cheek: a brighter blob that rises with cheek_raise.
     ch = _soft(1.0 - ((u - side * 0.3) / 0.14) ** 2 - ((v - 0.16) / 0.09) ** 2, sharp * 0.1)
-    light += 0.25 * np.maximum(cheek, 0) * ch
+    light += 0.35 * np.maximum(cheek, 0) * ch
 
   # Nose ridge and wrinkles across the bridge.
   nose = _soft(0.012 - np.abs(u), sharp) * _soft(0.13 - np.abs(v - 0.08), sharp)
@@ -164,13 +164,13 @@ def render(identity: Identity, aus: np.ndarray, nuisance: Nuisance, *,
   for k in range(3):
     wy = -0.04 + 0.035 * k
     wr = _soft(0.009 - np.abs(v - wy - 0.02 * np.abs(u)), sharp) * _soft(0.08 - np.abs(u), sharp)
-    dark += 0.5 * np.maximum(wrinkle, 0) * wr
+    dark += 0.7 * np.maximum(wrinkle, 0) * wr
 
   # Mouth: a parabola whose corners lift with mouth_curve, opening around it.
   mw, my = col(identity.mouth_width), col(identity.mouth_y)
   t = np.clip(u / mw, -1.5, 1.5)
-  mid = my + 0.09 * m_curve * (1.0 - t ** 2) - 0.03 * m_curve
-  gap = 0.5 * 0.14 * np.clip(m_open, 0, 1.2) * np.clip(1.0 - t ** 2, 0, 1)
+  mid = my + 0.15 * m_curve * (1.0 - t ** 2) - 0.05 * m_curve
+  gap = 0.5 * 0.22 * np.clip(m_open, 0, 1.2) * np.clip(1.0 - t ** 2, 0, 1)
   inside = _soft(gap - np.abs(v - mid), sharp) * _soft(mw - np.abs(u), sharp)
   lips = _soft(0.022 - np.abs(np.abs(v - mid) - gap), sharp) * _soft(mw * 1.05 - np.abs(u), sharp)
   dark += 0.7 * inside + 0.45 * lips

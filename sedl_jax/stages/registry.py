@@ -22,8 +22,10 @@ def _not_built(name: str) -> Callable:
 
 def _registry() -> dict[str, Callable]:
   # Imported here so that importing the registry does not pull in every stage.
+  from sedl_jax.stages import contrastive
   stages = {name: _not_built(name) for name in
-            ("contrastive", "temporal", "behaviour", "report", "barlow", "classifier", "card")}
+            ("temporal", "behaviour", "report", "barlow", "classifier", "card")}
+  stages["contrastive"] = contrastive.run
   return stages
 
 

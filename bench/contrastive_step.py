@@ -1,0 +1,91 @@
+"""Contrastive train-step benchmark: images/s (both views counted), compile time and
+peak memory, for the `quick` and `paper` variants on whatever devices are present.
+
+  python bench/contrastive_step.py --out=bench/results [--variants=quick,paper] [--steps=5]
+
+Writes `contrastive_step.json` in --out. Peak memory is the device allocator's
+peak where the backend reports it (GPU), else the process's peak RSS (CPU).
+"""
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_OUT = flags.DEFINE_string("out", "bench/results", "Output folder for the JSON.")
+_VARIANTS = flags.DEFINE_list("variants", ["quick", "paper"], "Config variants to measure.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps after the compile step.")
+_PAPER_BATCH = flags.DEFINE_integer("paper_batch", 0,
+                                    "Override the paper batch (0 = config; CPU uses 32).")
+
+
+def measure(variant: str, steps: int) -> dict:
+  import jax
+  import numpy as np
+  from configs import sedl
+  from sedl_jax.stages import contrastive
+  from sedl_jax.train import optim, state as train_state
+  from sedl_jax.train.mesh import DataParallel
+
+  c = sedl.get_config(variant)
+  dp = DataParallel.create()
+  if variant == "paper":
+    batch = _PAPER_BATCH.value or (c.contrastive.batch_size if jax.default_backend() != "cpu" else 32)
+  else:
+    batch = c.contrastive.batch_size
+  batch = max(dp.num_devices, batch // dp.num_devices * dp.num_devices)
+  size, ch = c.data.image_size, c.data.channels
+  model = contrastive.build_model(c, 7)
+  tx, sched = optim.make_optimizer(c.contrastive.optimizer, 1000, 100)
+  st = dp.replicate(contrastive.init_state(model, c, (size, size, ch), tx))
+  step = dp.jit_step(train_state.make_train_step(contrastive.make_loss_fn(model, c, size), tx, sched))
+  rng = np.random.default_rng(0)
+  data = {"image": rng.integers(0, 256, (batch, size, size, ch), dtype=np.uint8),
+          "label": rng.integers(0, 7, batch).astype(np.int32)}
+  sharded = dp.shard_local(data)
+  t0 = time.perf_counter()
+  st, m = step(st, sharded)
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    st, m = step(st, sharded)
+  jax.block_until_ready(m)
+  dt = (time.perf_counter() - t0) / steps
+  stats = jax.local_devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return {
+      "variant": variant, "batch": batch, "image_size": size, "channels": ch,
+      "encoder": c.model.encoder, "width": c.model.width, "stem": c.model.stem,
+      "step_s": dt, "images_per_s": 2 * batch / dt, "compile_s": compile_s,
+      "peak_device_bytes": peak,
+      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      "loss": float(m["loss"]),
+  }
+
+
+def main(argv):
+  import jax
+  os.makedirs(_OUT.value, exist_ok=True)
+  result = {
+      "benchmark": "contrastive_train_step",
+      "backend": jax.default_backend(),
+      "devices": [str(d) for d in jax.devices()],
+      "device_count": jax.device_count(),
+      "host": platform.node(), "cpu_count": os.cpu_count(),
+      "results": [measure(v, _STEPS.value) for v in _VARIANTS.value],
+  }
+  path = os.path.join(_OUT.value, "contrastive_step.json")
+  with open(path, "w") as f:
+    json.dump(result, f, indent=2)
+  print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

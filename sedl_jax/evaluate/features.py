@@ -1,0 +1,28 @@
+"""Batched, jitted feature extraction over a whole split (static shapes, padded last batch)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+
+from sedl_jax.data import pipeline
+from sedl_jax.train.mesh import DataParallel, to_host
+
+
+def eval_batch_size(requested: int, dp: DataParallel) -> int:
+  return max(dp.num_devices, (requested // dp.num_devices) * dp.num_devices)
+
+
+def map_batches(fn: Callable, arrays: dict, *, batch_size: int, dp: DataParallel) -> np.ndarray:
+  """Applies a jitted fn(batch dict) -> array [B, ...] to every example, in order."""
+  src = pipeline.ArraySource(arrays)
+  if len(src) == 0:
+    raise ValueError("map_batches: no examples")
+  outs = []
+  for batch in pipeline.epoch_batches(src, batch_size=batch_size):
+    mask = batch.pop("mask")
+    out = to_host(fn(dp.shard_global(batch)))
+    outs.append(out[mask])
+  return np.concatenate(outs)

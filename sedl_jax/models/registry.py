@@ -1,0 +1,31 @@
+"""Explicit registries: encoder and head names in the config -> modules."""
+
+from __future__ import annotations
+
+import functools
+
+import jax.numpy as jnp
+
+from sedl_jax.models import heads, resnet
+
+ENCODERS = {
+    "resnet18": functools.partial(resnet.ResNet, stage_sizes=(2, 2, 2, 2)),
+    "resnet34": functools.partial(resnet.ResNet, stage_sizes=(3, 4, 6, 3)),
+    "resnet_tiny": functools.partial(resnet.ResNet, stage_sizes=(1, 1, 1, 1)),  # tests
+}
+HEADS = {"mlp": heads.MLPHead, "mlp_bn": heads.MLPBNHead}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def build_encoder(model_cfg) -> resnet.ResNet:
+  if model_cfg.encoder not in ENCODERS:
+    raise ValueError(f"config.model.encoder={model_cfg.encoder!r}: known {sorted(ENCODERS)}")
+  return ENCODERS[model_cfg.encoder](
+      width=model_cfg.width, stem=model_cfg.stem, cbam=model_cfg.cbam,
+      cbam_reduction=model_cfg.cbam_reduction, dtype=DTYPES[model_cfg.dtype])
+
+
+def build_projection(model_cfg):
+  if model_cfg.head not in HEADS:
+    raise ValueError(f"config.model.head={model_cfg.head!r}: known {sorted(HEADS)}")
+  return HEADS[model_cfg.head](hidden=model_cfg.proj_hidden, out=model_cfg.proj_dim)

@@ -1,0 +1,20 @@
+"""The metadata saved beside every checkpoint, and compared on restore."""
+
+from __future__ import annotations
+
+
+def stage_meta(ctx, stage: str, **extra) -> dict:
+  data = ctx.data
+  h, w, c = data.image_shape
+  meta = {
+      "stage": stage,
+      "class_names": list(data.class_names),
+      "num_classes": len(data.class_names),
+      "image_size": int(h),
+      "channels": int(c),
+      "model": ctx.config.model.to_dict(),
+      "data_source": data.source,
+      "data_fingerprint": data.fingerprint,
+  }
+  meta.update(extra)
+  return meta

@@ -1,0 +1,88 @@
+"""The one training loop every stage uses: resume, log, checkpoint, stop on NaN."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Iterator
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from sedl_jax.train.checkpoint import StageCheckpoints
+from sedl_jax.train.metrics import MetricWriter
+
+
+class NonFiniteLoss(FloatingPointError):
+  pass
+
+
+@dataclasses.dataclass
+class LoopSpec:
+  stage: str
+  total_steps: int
+  steps_per_epoch: int
+  examples_per_step: int  # images/s counts these (both views for SSL)
+  log_every: int
+  checkpoint_every: int
+
+
+def _mean_metrics(buffer: list[dict]) -> dict:
+  host = jax.device_get(buffer)
+  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def train(spec: LoopSpec, state, train_step: Callable, batches: Callable[[int], Iterator],
+          ckpt: StageCheckpoints, meta: dict, writer: MetricWriter,
+          on_epoch_end: Callable[[object, int], dict] | None = None):
+  """Runs train_step from the state's step to spec.total_steps.
+
+  `batches(start_step)` returns the (sharded) batch iterator resuming at that
+  step. A non-finite loss raises NonFiniteLoss before anything is saved, so the
+  last good checkpoint stays the latest.
+  """
+  start = int(jax.device_get(state.step))
+  it = batches(start)
+  buffer: list[dict] = []
+  t_last, n_last = time.perf_counter(), 0
+  bar = tqdm(total=spec.total_steps, initial=start, desc=spec.stage, unit="step",
+             disable=jax.process_index() != 0, dynamic_ncols=True)
+  epoch_stats: list[dict] = []
+  for step in range(start + 1, spec.total_steps + 1):
+    state, metrics = train_step(state, next(it))
+    buffer.append(metrics)
+    n_last += 1
+    is_ckpt = step % spec.checkpoint_every == 0 or step == spec.total_steps
+    is_epoch = step % spec.steps_per_epoch == 0
+    if step % spec.log_every == 0 or is_ckpt or is_epoch:
+      scalars = _mean_metrics(buffer)
+      buffer = []
+      if not np.isfinite(scalars["loss"]):
+        bar.close()
+        raise NonFiniteLoss(
+            f"stage {spec.stage!r}: loss is {scalars['loss']} at step {step}; stopping. "
+            f"The last good checkpoint (step {ckpt.latest_step()}) is kept in {ckpt.directory}. "
+            "Lower the learning rate or check the data.")
+      now = time.perf_counter()
+      scalars["images_per_s"] = n_last * spec.examples_per_step / max(now - t_last, 1e-9)
+      t_last, n_last = now, 0
+      writer.write(spec.stage, step, scalars)
+      epoch_stats.append(scalars)
+      bar.set_postfix(loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_s']:.0f}")
+    bar.update(1)
+    if is_ckpt:
+      ckpt.save(step, state, meta)
+    if is_epoch:
+      epoch = step // spec.steps_per_epoch
+      extra = on_epoch_end(state, epoch) if on_epoch_end else {}
+      if extra:
+        writer.write(spec.stage, step, extra)
+      summary = {"loss": np.mean([s["loss"] for s in epoch_stats])} if epoch_stats else {}
+      summary.update(extra or {})
+      epoch_stats = []
+      if jax.process_index() == 0:
+        text = " ".join(f"{k}={v:.4g}" for k, v in summary.items())
+        tqdm.write(f"[{spec.stage}] epoch {epoch} (step {step}/{spec.total_steps}) {text}")
+  bar.close()
+  return state

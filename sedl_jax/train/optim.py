@@ -1,0 +1,66 @@
+"""optax optimisers and schedules from `config.<stage>.optimizer`."""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+
+def decay_mask(params):
+  """True for weights (kernels, embeddings); False for biases and norm parameters."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_schedule(opt_cfg, total_steps: int, steps_per_epoch: int, lr_scale: float = 1.0):
+  peak = opt_cfg.lr * lr_scale
+  warmup = int(round(opt_cfg.warmup_epochs * steps_per_epoch))
+  warmup = min(warmup, max(total_steps - 1, 0))
+  if opt_cfg.schedule == "cosine":
+    if warmup > 0:
+      return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1), 0.0)
+    return optax.cosine_decay_schedule(peak, max(total_steps, 1))
+  if opt_cfg.schedule == "constant":
+    if warmup > 0:
+      return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup),
+                                   optax.constant_schedule(peak)], [warmup])
+    return optax.constant_schedule(peak)
+  raise ValueError(f"optimizer.schedule={opt_cfg.schedule!r}: expected 'cosine' or 'constant'")
+
+
+def _base(opt_cfg, schedule):
+  name, wd = opt_cfg.name, opt_cfg.weight_decay
+  if name in ("adam", "adamw"):
+    return optax.adamw(schedule, weight_decay=wd, mask=decay_mask)
+  if name == "sgd":
+    return optax.chain(optax.add_decayed_weights(wd, decay_mask),
+                       optax.sgd(schedule, momentum=opt_cfg.momentum, nesterov=False))
+  if name == "lars":
+    # Biases and norm parameters are excluded from decay and from the trust ratio.
+    return optax.lars(schedule, weight_decay=wd, weight_decay_mask=decay_mask,
+                      trust_coefficient=opt_cfg.lars_eta, momentum=opt_cfg.momentum,
+                      trust_ratio_mask=decay_mask)
+  raise ValueError(f"optimizer.name={name!r}: expected one of adam, adamw, sgd, lars")
+
+
+def make_optimizer(opt_cfg, total_steps: int, steps_per_epoch: int, lr_scale: float = 1.0):
+  """Returns (tx, schedule). `bias_lr_scale` != 1 gives biases / norms their own lr."""
+  schedule = make_schedule(opt_cfg, total_steps, steps_per_epoch, lr_scale)
+  if opt_cfg.bias_lr_scale != 1.0:
+    bias_schedule = make_schedule(opt_cfg, total_steps, steps_per_epoch,
+                                  lr_scale * opt_cfg.bias_lr_scale)
+    labels = lambda params: jax.tree.map(lambda p: "w" if p.ndim > 1 else "b", params)
+    tx = optax.multi_transform({"w": _base(opt_cfg, schedule), "b": _base(opt_cfg, bias_schedule)},
+                               labels)
+  else:
+    tx = _base(opt_cfg, schedule)
+  if opt_cfg.grad_clip > 0:
+    tx = optax.chain(optax.clip_by_global_norm(opt_cfg.grad_clip), tx)
+  return tx, schedule
+
+
+def resolve_steps(stage_cfg, num_examples: int, global_batch: int) -> tuple[int, int]:
+  """(total_steps, steps_per_epoch): `steps` when > 0, else epochs x steps per epoch."""
+  steps_per_epoch = max(1, num_examples // global_batch)
+  if stage_cfg.steps > 0:
+    return int(stage_cfg.steps), steps_per_epoch
+  return int(stage_cfg.epochs * steps_per_epoch), steps_per_epoch

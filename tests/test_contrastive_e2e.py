@@ -1,0 +1,104 @@
+"""End-to-end behaviour of the contrastive stage on the tiny config (CPU)."""
+
+import json
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import sedl
+from sedl_jax import runner
+from sedl_jax.stages import contrastive
+from sedl_jax.train import checkpoint
+from sedl_jax.train.metrics import MetricWriter
+
+
+def tiny_config():
+  c = sedl.get_config("tiny")
+  c.stages = ("contrastive",)
+  c.contrastive.steps = 6
+  c.contrastive.log_every_steps = 2
+  c.contrastive.checkpoint_every_steps = 2
+  c.contrastive.keep_checkpoints = 5
+  return c
+
+
+def _final_params(workdir):
+  ck = checkpoint.StageCheckpoints(str(workdir), "contrastive")
+  step = ck.latest_step()
+  out = ck.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  ck.close()
+  return step, out["state"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  results = runner.run(tiny_config(), str(workdir))
+  return workdir, results
+
+
+def test_run_writes_metrics_checkpoints_and_report(finished_run):
+  workdir, results = finished_run
+  lines = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  assert {"loss", "lr", "grad_norm", "param_norm", "update_norm", "images_per_s", "ntxent",
+          "probe_acc"} <= set(lines[0])
+  assert any("online_probe_val_acc" in l for l in lines)
+  assert list((workdir / "tb").iterdir())
+  saved = json.load(open(workdir / "report" / "contrastive.json"))
+  assert saved["linear_probe"]["num_examples"] == len(saved["linear_probe"]["confusion"]) * 0 + \
+      sum(map(sum, saved["linear_probe"]["confusion"]))
+  assert 0.0 <= saved["knn"]["accuracy"] <= 1.0
+  assert (workdir / "report" / "contrastive_linear_probe_confusion.png").stat().st_size > 1000
+  meta = checkpoint.StageCheckpoints(str(workdir), "contrastive").read_meta()
+  assert meta["class_names"][0] == "angry" and meta["image_size"] == 32 and meta["channels"] == 1
+  assert meta["model"]["encoder"] == "resnet_tiny" and meta["data_fingerprint"]
+  assert json.load(open(workdir / "config.json"))["contrastive"]["steps"] == 6
+
+
+def test_interrupted_run_resumes_to_identical_parameters(finished_run, tmp_path, monkeypatch):
+  ref_dir, _ = finished_run
+  original = MetricWriter.write
+
+  def crash_at_step_6(self, stage, step, scalars):
+    if step == 6:
+      raise KeyboardInterrupt("simulated crash")
+    return original(self, stage, step, scalars)
+
+  monkeypatch.setattr(MetricWriter, "write", crash_at_step_6)
+  with pytest.raises(KeyboardInterrupt):
+    runner.run(tiny_config(), str(tmp_path))
+  ck = checkpoint.StageCheckpoints(str(tmp_path), "contrastive")
+  assert ck.latest_step() == 4  # the crash lost steps 5-6 only
+  ck.close()
+  monkeypatch.setattr(MetricWriter, "write", original)
+  runner.run(tiny_config(), str(tmp_path))
+  step_a, a = _final_params(ref_dir)
+  step_b, b = _final_params(tmp_path)
+  assert step_a == step_b == 6
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+
+
+def test_eval_mode_reproduces_saved_probe_metrics(finished_run):
+  workdir, _ = finished_run
+  saved = json.load(open(workdir / "report" / "contrastive.json"))
+  again = runner.run(tiny_config(), str(workdir), mode="eval")["contrastive"]
+  for probe in ("linear_probe", "knn"):
+    for key in ("accuracy", "precision_macro", "f1_macro", "confusion"):
+      assert again[probe][key] == saved[probe][key], (probe, key)
+  assert again["step"] == 6
+
+
+def test_eval_without_checkpoint_fails_clearly(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no checkpoint.*train first"):
+    runner.run(tiny_config(), str(tmp_path), mode="eval")
+
+
+def test_restore_into_other_width_names_the_field(finished_run):
+  workdir, _ = finished_run
+  c = tiny_config()
+  c.model.width = 0.25
+  with pytest.raises(checkpoint.CheckpointMismatch, match=r"config\.model\.width: checkpoint has 0\.125"):
+    runner.run(c, str(workdir), mode="eval")

@@ -1,0 +1,79 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import sedl
+from sedl_jax.models import cbam, heads, registry, resnet
+
+
+def _count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def test_resnet18_parameter_count_is_11_69m():
+  model = registry.ENCODERS["resnet18"](width=1.0, stem="imagenet", num_classes=1000)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))))
+  assert _count(shapes["params"]) == 11_689_512  # torchvision resnet18: 11.69M
+
+
+@pytest.mark.parametrize("stem, size, cbam_on, channels", [
+    ("small", 32, False, 1), ("small", 24, True, 3), ("imagenet", 64, True, 3)])
+def test_encoder_output_shapes(stem, size, cbam_on, channels):
+  model = registry.ENCODERS["resnet_tiny"](width=0.125, stem=stem, cbam=cbam_on)
+  x = jnp.ones((2, size, size, channels))
+  variables = model.init(jax.random.PRNGKey(0), x)
+  h = model.apply(variables, x)
+  chex.assert_shape(h, (2, 64))
+  h, upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  chex.assert_tree_all_finite(h)
+  assert "batch_stats" in upd
+  has_cbam = any("cbam" in "/".join(str(k) for k in p) for p, _ in
+                 jax.tree_util.tree_flatten_with_path(variables["params"])[0])
+  assert has_cbam == cbam_on
+
+
+def test_cbam_gates_shapes_and_spatial_gate_starts_at_half():
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 6, 6, 32))
+  gate = cbam.SpatialGate()
+  v = gate.init(jax.random.PRNGKey(0), x, train=False)
+  np.testing.assert_array_equal(v["params"]["bn"]["scale"], 0.0)
+  out = gate.apply(v, x, train=False)
+  chex.assert_shape(out, x.shape)
+  np.testing.assert_allclose(out, 0.5 * x, rtol=1e-6, atol=1e-7)
+  out_train, _ = gate.apply(v, x, train=True, mutable=["batch_stats"])
+  np.testing.assert_allclose(out_train, 0.5 * x, rtol=1e-6, atol=1e-7)
+  ch = cbam.ChannelGate(reduction=16)
+  vc = ch.init(jax.random.PRNGKey(0), x)
+  assert vc["params"]["fc1"]["kernel"].shape == (32, 2)
+  y = ch.apply(vc, x)
+  chex.assert_shape(y, x.shape)
+  ratio = np.asarray(y / x)  # one sigmoid weight per (example, channel), in (0, 1)
+  assert ratio.min() > 0 and ratio.max() < 1
+  np.testing.assert_allclose(ratio, ratio[:, :1, :1, :] * np.ones_like(ratio), rtol=1e-4)
+
+
+@pytest.mark.parametrize("head", ["mlp", "mlp_bn"])
+def test_projection_heads(head):
+  cfg = sedl.get_config("tiny").model
+  cfg.head = head
+  proj = registry.build_projection(cfg)
+  h = jnp.ones((4, 64))
+  v = proj.init(jax.random.PRNGKey(0), h)
+  chex.assert_shape(proj.apply(v, h), (4, cfg.proj_dim))
+  bt = heads.BarlowProjector((32, 32, 16))
+  vb = bt.init(jax.random.PRNGKey(0), h)
+  chex.assert_shape(bt.apply(vb, h), (4, 16))
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  cfg = sedl.get_config("tiny").model
+  cfg.dtype = "bfloat16"
+  enc = registry.build_encoder(cfg)
+  x = jnp.ones((2, 32, 32, 1))
+  v = enc.init(jax.random.PRNGKey(0), x)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v["params"]))
+  h = enc.apply(v, x)
+  assert h.dtype == jnp.float32
+  chex.assert_tree_all_finite(h)

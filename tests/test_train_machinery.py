@@ -1,0 +1,102 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import sedl
+from sedl_jax.config import defaults
+from sedl_jax.train import checkpoint, loop, optim
+from sedl_jax.train import state as train_state
+from sedl_jax.train.metrics import MetricWriter
+
+
+def _params():
+  return {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones((2,))},
+          "bn": {"scale": jnp.ones((2,)), "bias": jnp.zeros((2,))}}
+
+
+def test_weight_decay_skips_biases_and_norms():
+  mask = optim.decay_mask(_params())
+  assert mask["dense"]["kernel"] and not mask["dense"]["bias"]
+  assert not mask["bn"]["scale"] and not mask["bn"]["bias"]
+  for name in ("adam", "sgd", "lars"):
+    cfg = defaults.optimizer(name, 0.1, weight_decay=0.5, schedule="constant")
+    tx, _ = optim.make_optimizer(cfg, 10, 5)
+    p = _params()
+    zero = jax.tree.map(jnp.zeros_like, p)
+    upd, _ = tx.update(zero, tx.init(p), p)
+    # zero gradient: only decayed leaves move
+    assert float(jnp.abs(upd["dense"]["kernel"]).sum()) > 0, name
+    assert float(jnp.abs(upd["dense"]["bias"]).sum()) == 0, name
+    assert float(jnp.abs(upd["bn"]["scale"]).sum()) == 0, name
+
+
+def test_warmup_cosine_schedule_and_steps():
+  cfg = defaults.optimizer("adam", 1.0, warmup_epochs=1)
+  _, sched = optim.make_optimizer(cfg, total_steps=20, steps_per_epoch=5)
+  assert float(sched(0)) == 0.0
+  np.testing.assert_allclose(float(sched(5)), 1.0, rtol=1e-6)
+  assert float(sched(19)) < 0.05
+  c = sedl.get_config("tiny").contrastive
+  c.epochs, c.steps = 3, 0
+  assert optim.resolve_steps(c, 100, 16) == (18, 6)
+  c.steps = 7
+  assert optim.resolve_steps(c, 100, 16) == (7, 6)
+
+
+def _toy(tmp_path, nan_at=None):
+  """A 1-parameter regression trained by the shared loop."""
+  tx = optax.sgd(0.3)  # w -> 3 with contraction 0.4 per step
+  st = train_state.create({"params": {"w": jnp.zeros(())}}, tx, jax.random.PRNGKey(0))
+
+  def loss_fn(params, bs, batch, rng):
+    loss = jnp.mean((params["w"] - batch["y"]) ** 2)
+    if nan_at is not None:
+      loss = jnp.where(batch["step"][0] >= nan_at, jnp.nan, loss)
+    return loss, (bs, {})
+
+  step = jax.jit(train_state.make_train_step(loss_fn, tx, optax.constant_schedule(0.3)))
+
+  def batches(start):
+    s = start
+    while True:
+      s += 1
+      yield {"y": jnp.full((4,), 3.0), "step": jnp.full((4,), s)}
+
+  ck = checkpoint.StageCheckpoints(str(tmp_path), "toy", keep=3)
+  spec = loop.LoopSpec("toy", total_steps=10, steps_per_epoch=5, examples_per_step=4,
+                       log_every=1, checkpoint_every=2)
+  return spec, st, step, batches, ck
+
+
+def test_loop_trains_and_checkpoints(tmp_path):
+  spec, st, step, batches, ck = _toy(tmp_path)
+  w = MetricWriter(str(tmp_path))
+  st = loop.train(spec, st, step, batches, ck, {"stage": "toy"}, w)
+  w.close()
+  assert int(st.step) == 10 and abs(float(st.params["w"]) - 3.0) < 0.1
+  assert ck.latest_step() == 10
+  lines = open(tmp_path / "metrics.jsonl").read().splitlines()
+  assert len(lines) == 10 and '"grad_norm"' in lines[0] and '"images_per_s"' in lines[0]
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  spec, st, step, batches, ck = _toy(tmp_path, nan_at=7)
+  w = MetricWriter(str(tmp_path))
+  with pytest.raises(loop.NonFiniteLoss, match=r"loss is nan at step 7.*last good checkpoint \(step 6\)"):
+    loop.train(spec, st, step, batches, ck, {"stage": "toy"}, w)
+  w.close()
+  assert ck.latest_step() == 6
+  restored, meta = ck.restore(st, {})
+  assert np.isfinite(float(restored.params["w"])) and meta["step"] == 6
+
+
+def test_restore_into_different_model_names_the_field(tmp_path):
+  ck = checkpoint.StageCheckpoints(str(tmp_path), "s")
+  st = train_state.create({"params": {"w": jnp.zeros(())}}, optax.sgd(0.1), jax.random.PRNGKey(0))
+  ck.save(1, st, {"model": {"width": 0.25, "cbam": False}, "image_size": 32})
+  with pytest.raises(checkpoint.CheckpointMismatch, match=r"config\.model\.width: checkpoint has 0\.25, config has 0\.5"):
+    ck.restore(st, {"model": {"width": 0.5, "cbam": False}, "image_size": 32})
+  with pytest.raises(checkpoint.CheckpointMismatch, match="image_size"):
+    ck.restore(st, {"model": {"width": 0.25, "cbam": False}, "image_size": 48})
