@@ -113,7 +113,6 @@ def contrastive(variant: str) -> ml_collections.ConfigDict:
   c.temperature = {"tiny": 0.2, "quick": 0.2, "paper": 0.7}[variant]
   c.optimizer = optimizer("adam", 5e-4, warmup_epochs={"tiny": 0, "quick": 1, "paper": 5}[variant])
   c.views = (view(), view())
-  c.online_probe_lr = 1e-3
   c.knn_k = 20
   c.knn_temperature = 0.07
   return c
