@@ -15,7 +15,6 @@ import os
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from sedl_jax.data import augment, pipeline

@@ -10,7 +10,7 @@ from typing import Callable
 
 
 class StageNotBuilt(RuntimeError):
-  pass
+  """A config lists a stage this version does not implement."""
 
 
 def _not_built(name: str) -> Callable:

@@ -15,7 +15,7 @@ from sedl_jax.train.metrics import MetricWriter
 
 
 class NonFiniteLoss(FloatingPointError):
-  pass
+  """The loss became NaN or inf; the run stops without saving that state."""
 
 
 @dataclasses.dataclass
