@@ -62,10 +62,10 @@ class StageCheckpoints:
     step = self.latest_step() if step is None else step
     meta = self.read_meta(step)
     diffs = []
-    for key in ("model", "stage_model"):
+    # "model" is config.model; "stage_model" holds the stage's own model fields.
+    for key, prefix in (("model", "config.model"), ("stage_model", f"config.{self.stage}")):
       if key in expected_meta or key in meta:
-        diffs += config_diff(meta.get(key, {}), expected_meta.get(key, {}), f"config.{key}".replace(
-            "config.stage_model", f"config.{self.stage}"))
+        diffs += config_diff(meta.get(key, {}), expected_meta.get(key, {}), prefix)
     for key in ("image_size", "channels", "num_classes"):
       if key in expected_meta and meta.get(key) != expected_meta[key]:
         diffs.append(f"{key}: checkpoint has {meta.get(key)!r}, config has {expected_meta[key]!r}")
