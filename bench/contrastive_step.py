@@ -29,7 +29,7 @@ def measure(variant: str, steps: int) -> dict:
   import jax
   import numpy as np
   from configs import sedl
-  from sedl_jax.stages import contrastive
+  from sedl_jax.stages import pretrain as contrastive
   from sedl_jax.train import optim, state as train_state
   from sedl_jax.train.mesh import DataParallel
 

@@ -1,4 +1,5 @@
-"""SEDL: contrastive pretraining -> temporal predictor -> behaviour heads -> report.
+"""SEDL: contrastive pretraining -> temporal predictor -> behaviour heads
+-> supervised CNN baseline -> report (Table 1, insights).
 
 Run (built-in synthetic faces, CPU-friendly):
   python launch.py --config=configs/sedl.py --workdir=runs/sedl
@@ -18,12 +19,14 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.pipeline = "sedl"
   c.variant = variant
-  c.stages = ("contrastive", "temporal", "behaviour", "report")
+  # supervised_cnn trains Table 1's supervised baseline; the report reads it.
+  c.stages = ("contrastive", "temporal", "behaviour", "supervised_cnn", "report")
   c.seed = 0
   c.data = defaults.data(variant)
   c.model = defaults.encoder(variant)
   c.contrastive = defaults.contrastive(variant)
   c.temporal = defaults.temporal(variant)
   c.behaviour = defaults.behaviour(variant)
+  c.supervised_cnn = defaults.supervised_cnn(variant)
   c.report = defaults.sedl_report(variant)
   return c

@@ -32,7 +32,7 @@ def run(config, workdir: str, mode: str = "train") -> dict:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
   stages = tuple(config.stages)
-  missing = [s for s in stages if not registry.is_built(s)]
+  missing = [s for s in stages if not registry.is_built(s, config.get("pipeline"))]
   if missing:
     logging.warning("not built yet: %s (they will be skipped and the run will fail)",
                     ", ".join(missing))

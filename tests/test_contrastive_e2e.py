@@ -9,7 +9,6 @@ import pytest
 
 from configs import sedl
 from sedl_jax import runner
-from sedl_jax.stages import contrastive
 from sedl_jax.train import checkpoint
 from sedl_jax.train.metrics import MetricWriter
 
@@ -21,6 +20,7 @@ def tiny_config():
   c.contrastive.log_every_steps = 2
   c.contrastive.checkpoint_every_steps = 2
   c.contrastive.keep_checkpoints = 5
+  c.contrastive.use_sequence_frames = False  # 3 steps an epoch: epochs end at 3 and 6
   return c
 
 

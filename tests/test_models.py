@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import sedl
-from sedl_jax.models import cbam, heads, registry, resnet
+from sedl_jax.models import cbam, heads, registry
 
 
 def _count(tree):

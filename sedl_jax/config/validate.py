@@ -9,7 +9,20 @@ from sedl_jax.data import sources
 # Total stride of the encoder's stem + stages: the image must be at least this
 # big for the last stage to see one pixel.
 STEM_DOWNSAMPLING = {"small": 8, "strided": 16, "imagenet": 32}
-TRAINED_STAGES = ("contrastive", "temporal", "behaviour", "barlow", "classifier", "card")
+TRAINED_STAGES = ("contrastive", "temporal", "behaviour", "supervised_cnn", "barlow", "classifier",
+                  "card")
+# Fields with a fixed set of values: (section, field) -> allowed.
+CHOICES = {
+    ("temporal", "positional"): ("learned", "sinusoidal"),
+    ("behaviour", "features"): ("static", "temporal", "static+temporal"),
+    ("behaviour", "class_weighting"): ("none", "balanced"),
+    ("supervised_cnn", "mode"): ("finetune", "linear"),
+    ("supervised_cnn", "init"): ("scratch", "contrastive", "barlow"),
+    ("classifier", "mode"): ("finetune", "linear"),
+    ("classifier", "init"): ("scratch", "contrastive", "barlow"),
+    ("classifier", "class_weighting"): ("none", "balanced"),
+    ("report", "random_forest_features"): ("hog", "pixels"),
+}
 
 
 class ConfigError(ValueError):
@@ -59,6 +72,10 @@ def validate(config, *, known_stages, num_devices: int, process_count: int = 1) 
     if m.dtype not in ("float32", "bfloat16"):
       raise ConfigError(f"config.model.dtype={m.dtype!r}: expected 'float32' or 'bfloat16'")
 
+  for (section, field), allowed in CHOICES.items():
+    if section in stages and field in config[section] and config[section][field] not in allowed:
+      raise ConfigError(f"config.{section}.{field}={config[section][field]!r}: "
+                        f"expected one of {allowed}")
   for s in stages:
     if s not in TRAINED_STAGES:
       continue

@@ -222,6 +222,9 @@ def load(data_cfg) -> FaceData:
   seqs = None
   if int(c.sequences_per_subject) > 0:
     seqs = {s: gen.sequences(ids) for s, ids in splits.items()}
-  fp = fingerprint_arrays(*(images[s].images for s in SPLITS), *(images[s].labels for s in SPLITS))
+  arrays = [a for s in SPLITS for a in (images[s].images, images[s].labels)]
+  if seqs is not None:
+    arrays += [a for s in SPLITS for a in (seqs[s].frames, seqs[s].labels)]
+  fp = fingerprint_arrays(*arrays)
   return FaceData(source="synthetic", class_names=EMOTIONS, images=images, sequences=seqs,
                   trait_names=TRAITS, fingerprint=fp)

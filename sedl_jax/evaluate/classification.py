@@ -21,6 +21,19 @@ def classification_metrics(y_true, y_pred, num_classes: int) -> dict:
   }
 
 
+def class_weights(labels: np.ndarray, num_classes: int, how: str) -> np.ndarray:
+  """`none` -> ones; `balanced` -> n / (K * count_k) as scikit-learn (absent classes get 0)."""
+  if how == "none":
+    return np.ones(num_classes, np.float32)
+  if how != "balanced":
+    raise ValueError(f"class_weighting={how!r}: expected 'none' or 'balanced'")
+  labels = np.asarray(labels).ravel()
+  counts = np.bincount(labels[labels >= 0], minlength=num_classes).astype(np.float64)
+  present = (counts > 0).sum()
+  w = np.where(counts > 0, counts.sum() / (present * np.maximum(counts, 1)), 0.0)
+  return w.astype(np.float32)
+
+
 def plot_confusion(confusion, class_names, path: str, title: str) -> None:
   import matplotlib
   matplotlib.use("Agg")

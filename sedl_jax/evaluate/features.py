@@ -15,14 +15,14 @@ def eval_batch_size(requested: int, dp: DataParallel) -> int:
   return max(dp.num_devices, (requested // dp.num_devices) * dp.num_devices)
 
 
-def map_batches(fn: Callable, arrays: dict, *, batch_size: int, dp: DataParallel) -> np.ndarray:
-  """Applies a jitted fn(batch dict) -> array [B, ...] to every example, in order."""
+def map_batches(fn: Callable, arrays: dict, *, batch_size: int, dp: DataParallel):
+  """Applies a jitted fn(batch dict) -> array [B, ...] (or a tuple of them) to
+  every example, in order; returns NumPy arrays of the same structure."""
   src = pipeline.ArraySource(arrays)
   if len(src) == 0:
     raise ValueError("map_batches: no examples")
   outs = []
   for batch in pipeline.epoch_batches(src, batch_size=batch_size):
     mask = batch.pop("mask")
-    out = to_host(fn(dp.shard_global(batch)))
-    outs.append(out[mask])
-  return np.concatenate(outs)
+    outs.append(jax.tree.map(lambda a: to_host(a)[mask], fn(dp.shard_global(batch))))
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)

@@ -15,6 +15,8 @@ class Context:
   config: object
   workdir: str
   mode: str = "train"  # train | eval
+  # Values later stages share within one run (e.g. cached embeddings).
+  shared: dict = dataclasses.field(default_factory=dict)
 
   @functools.cached_property
   def data(self) -> FaceData:

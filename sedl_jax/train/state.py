@@ -27,7 +27,8 @@ def create(variables: dict, tx: optax.GradientTransformation, rng: jax.Array,
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                    rng=rng, ema_params=params if ema else None)
+                    # A copy: the step donates the state, and one buffer cannot be donated twice.
+                    rng=rng, ema_params=jax.tree.map(jnp.copy, params) if ema else None)
 
 
 # loss_fn(params, batch_stats, batch, rng) -> (loss, (new_batch_stats, metrics dict))

@@ -1,0 +1,107 @@
+"""Report figures (matplotlib, Agg backend, PNG files)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _plt():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def tsne(features: np.ndarray, labels: np.ndarray, names, path: str, *, max_points: int,
+         seed: int = 0, title: str = "t-SNE of embeddings") -> None:
+  """2-D t-SNE (scikit-learn) of a seeded subsample, coloured by emotion."""
+  from sklearn.manifold import TSNE
+  rng = np.random.default_rng(seed)
+  idx = rng.permutation(len(features))[:max_points]
+  x, y = np.asarray(features)[idx], np.asarray(labels)[idx]
+  perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
+  xy = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(6, 5))
+  cmap = plt.get_cmap("tab10")
+  for k, name in enumerate(names):
+    m = y == k
+    if m.any():
+      ax.scatter(xy[m, 0], xy[m, 1], s=6, color=cmap(k % 10), label=name, alpha=0.8)
+  ax.legend(markerscale=2, fontsize=7, loc="best")
+  ax.set_xticks([])
+  ax.set_yticks([])
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def trajectories(probs: np.ndarray, truth: np.ndarray, names, path: str, *, count: int = 4,
+                 titles=None) -> None:
+  """For a few sequences: true and predicted emotion per frame, and the confidence."""
+  plt = _plt()
+  count = min(count, len(probs))
+  fig, axes = plt.subplots(count, 1, figsize=(7, 1.9 * count), sharex=True, squeeze=False)
+  t = np.arange(probs.shape[1])
+  for i, ax in enumerate(axes[:, 0]):
+    ax.step(t, truth[i], where="mid", color="0.6", lw=2.5, label="true")
+    ax.step(t, probs[i].argmax(-1), where="mid", color="C3", lw=1.2, label="predicted")
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    ax.set_ylim(-0.5, len(names) - 0.5)
+    twin = ax.twinx()
+    twin.plot(t, probs[i].max(-1), color="C0", lw=0.8, alpha=0.7)
+    twin.set_ylim(0, 1.05)
+    twin.set_ylabel("confidence", fontsize=6, color="C0")
+    twin.tick_params(labelsize=6)
+    if titles is not None:
+      ax.set_title(titles[i], fontsize=8)
+  axes[0, 0].legend(fontsize=6, loc="upper right")
+  axes[-1, 0].set_xlabel("frame")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def transition_heatmap(matrix: np.ndarray, names, path: str,
+                       title: str = "emotion transitions P(next | current)") -> None:
+  plt = _plt()
+  m = np.asarray(matrix, float)
+  fig, ax = plt.subplots(figsize=(5.5, 4.8))
+  im = ax.imshow(m, cmap="magma", vmin=0, vmax=max(m.max(), 1e-9))
+  ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+  ax.set_yticks(range(len(names)), names)
+  for i in range(m.shape[0]):
+    for j in range(m.shape[1]):
+      if m[i, j] > 0:
+        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                color="black" if m[i, j] > 0.5 * m.max() else "white")
+  ax.set_xlabel("next emotion")
+  ax.set_ylabel("current emotion")
+  ax.set_title(title)
+  fig.colorbar(im, ax=ax, fraction=0.046)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def reliability(mean_conf: np.ndarray, acc: np.ndarray, count: np.ndarray, path: str,
+                title: str = "reliability diagram") -> None:
+  plt = _plt()
+  bins = len(count)
+  edges = np.linspace(0, 1, bins + 1)
+  centers = (edges[:-1] + edges[1:]) / 2
+  fig, ax = plt.subplots(figsize=(4.5, 4.5))
+  ax.bar(centers, np.where(count > 0, acc, 0), width=1 / bins, edgecolor="k", alpha=0.7,
+         label="accuracy")
+  ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+  ax.plot(centers[count > 0], mean_conf[count > 0], "o", color="C3", ms=3, label="mean confidence")
+  ax.set_xlabel("confidence")
+  ax.set_ylabel("accuracy")
+  ax.set_xlim(0, 1)
+  ax.set_ylim(0, 1)
+  ax.legend(fontsize=7, loc="upper left")
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

@@ -1,0 +1,65 @@
+"""Frozen-encoder embeddings of every static image and every sequence frame,
+computed once per (contrastive checkpoint step, dataset) and cached in
+`workdir/cache/` so the temporal, behaviour and report stages and reruns share
+them."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+from sedl_jax.data.types import SPLITS
+from sedl_jax.stages import pretrain
+
+
+@dataclasses.dataclass
+class Embeddings:
+  """Encoder features (not normalised): images[split] [N, D], frames[split] [S, T, D]."""
+
+  step: int
+  images: dict[str, np.ndarray]
+  frames: dict[str, np.ndarray]
+
+  def unit_frames(self, split: str) -> np.ndarray:
+    """L2-normalised frame embeddings, the temporal model's inputs and targets."""
+    return unit_norm(self.frames[split])
+
+
+def unit_norm(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
+
+def load(ctx) -> Embeddings:
+  """Cached embeddings for the latest contrastive checkpoint (computed when absent)."""
+  if "embeddings" in ctx.shared:
+    return ctx.shared["embeddings"]
+  data = ctx.data
+  if data.sequences is None:
+    raise ValueError(f"data source {data.source!r} has no sequences: the temporal and behaviour "
+                     "stages need face sequences (frames in order)")
+  embed, step = pretrain.restore_encoder(ctx, "contrastive")
+  path = os.path.join(ctx.workdir, "cache", f"embeddings_step{step}_{data.fingerprint}.npz")
+  if os.path.exists(path):
+    with np.load(path) as z:
+      emb = Embeddings(step, {s: z[f"images_{s}"] for s in SPLITS},
+                       {s: z[f"frames_{s}"] for s in SPLITS})
+  else:
+    images = {s: embed(data.images[s].images) if len(data.images[s]) else np.zeros((0, 0))
+              for s in SPLITS}
+    frames = {}
+    for s in SPLITS:
+      f = data.sequences[s].frames
+      out = embed(f.reshape(-1, *f.shape[2:]))
+      frames[s] = out.reshape(f.shape[0], f.shape[1], -1)
+    emb = Embeddings(step, images, frames)
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      tmp = path + ".tmp.npz"
+      np.savez(tmp, **{f"images_{s}": images[s] for s in SPLITS},
+               **{f"frames_{s}": frames[s] for s in SPLITS})
+      os.replace(tmp, path)
+  ctx.shared["embeddings"] = emb
+  return emb

@@ -1,0 +1,102 @@
+"""Insights, K-Means matching, calibration and report metrics against hand-computed cases."""
+
+import numpy as np
+
+from sedl_jax.evaluate import baselines, calibration, classification, insights
+from sedl_jax.evaluate.report_doc import ReportDoc
+
+
+def test_runs_and_dwell_times():
+  assert insights.runs(np.array([2, 2, 0, 0, 0, 1])) == [(2, 2), (0, 3), (1, 1)]
+  d = insights.dwell_times(np.array([[2, 2, 0, 0, 0, 1]]), 3)
+  assert d == {0: [3], 1: [1], 2: [2]}
+
+
+def test_transition_counts_ignore_self_transitions():
+  m = insights.transition_counts(np.array([[0, 0, 1, 1, 2, 0], [2, 2, 2, 2, 2, 2]]), 3)
+  expected = np.zeros((3, 3), int)
+  expected[0, 1] = expected[1, 2] = expected[2, 0] = 1
+  np.testing.assert_array_equal(m, expected)
+  np.testing.assert_allclose(insights.row_normalise(np.array([[1, 3], [0, 0]])),
+                             [[0.25, 0.75], [0, 0]])
+
+
+def test_ngrams_over_collapsed_runs():
+  names = ["neutral", "sad", "angry"]
+  seqs = np.array([[0, 0, 1, 1, 2, 2], [0, 1, 1, 2, 0, 0]])
+  top = insights.ngrams(seqs, 3, names)
+  assert top[0] == {"pattern": "neutral -> sad -> angry", "count": 2}
+  assert {"pattern": "sad -> angry -> neutral", "count": 1} in top
+
+
+def test_sequence_insights_summary():
+  names = ["happy", "sad"]
+  probs = np.zeros((2, 4, 2))
+  probs[0, :, 0] = [0.9, 0.8, 0.3, 0.2]
+  probs[1, :, 0] = [0.1, 0.1, 0.1, 0.1]
+  probs[..., 1] = 1 - probs[..., 0]
+  out = insights.sequence_insights(probs, np.array([5, 6]), names, n=2)
+  assert out["per_sequence"][0]["emotion"] == ["happy", "happy", "sad", "sad"]
+  assert np.isclose(out["overall"]["transition_rate"], 1 / 6)
+  assert out["overall"]["emotion_share"] == {"happy": 0.25, "sad": 0.75}
+  assert out["per_sequence"][0]["valence_trend_per_frame"] < 0  # happy -> sad
+  assert set(out["per_subject"]) == {"5", "6"}
+
+
+def test_hungarian_match_hand_case():
+  clusters = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+  labels = np.array([2, 2, 1, 0, 0, 1, 1, 2])
+  np.testing.assert_array_equal(baselines.hungarian_match(clusters, labels, 3, 3), [2, 0, 1])
+  # More clusters than classes: the extra cluster takes its majority class.
+  m = baselines.hungarian_match(np.array([0, 1, 2, 2]), np.array([0, 1, 1, 1]), 3, 2)
+  assert sorted(m[:3].tolist()).count(1) == 2
+
+
+def test_kmeans_matched_on_separable_blobs():
+  rng = np.random.default_rng(0)
+  centers = rng.normal(0, 10, (3, 5))
+  y = np.repeat(np.arange(3), 40)
+  x = centers[y] + rng.normal(0, 0.3, (120, 5))
+  out = baselines.kmeans_matched(x[::2], y[::2], x[1::2], y[1::2], 3)
+  assert out["accuracy"] == 1.0
+
+
+def test_calibration_hand_case():
+  probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+  labels = np.array([0, 1, 1, 1])
+  assert np.isclose(calibration.nll(probs, labels), -np.mean(np.log([0.9, 0.4, 0.7, 0.8])))
+  # bins of width 0.5: (0.5,1] holds all four; acc 3/4, mean conf (0.9+0.6+0.7+0.8)/4 = 0.75
+  assert np.isclose(calibration.expected_calibration_error(probs, labels, bins=2), 0.0)
+  # 10 bins: 0.9 right, 0.6 wrong, 0.7 right, 0.8 right -> |1-.9|+|0-.6|+|1-.7|+|1-.8| over 4
+  assert np.isclose(calibration.expected_calibration_error(probs, labels, bins=10),
+                    (0.1 + 0.6 + 0.3 + 0.2) / 4)
+
+
+def test_class_weights_balanced():
+  w = classification.class_weights(np.array([0, 0, 0, 1, -1]), 3, "balanced")
+  np.testing.assert_allclose(w, [4 / 6, 4 / 2, 0.0])
+  np.testing.assert_array_equal(classification.class_weights(np.array([0]), 2, "none"), [1, 1])
+
+
+def test_metrics_against_hand_computed():
+  m = classification.classification_metrics(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 2)
+  assert m["accuracy"] == 0.75
+  assert np.isclose(m["precision_macro"], (1.0 + 2 / 3) / 2)
+  assert np.isclose(m["f1_macro"], (2 / 3 + 0.8) / 2)
+
+
+def test_report_doc_writes_md_and_self_contained_html(tmp_path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  plt.plot([0, 1])
+  plt.savefig(tmp_path / "fig.png")
+  plt.close()
+  doc = ReportDoc("T")
+  doc.table(["a", "b"], [["x<y", 0.12345], ["z", None]])
+  doc.image("fig.png", "a figure")
+  doc.write(str(tmp_path))
+  md = (tmp_path / "report.md").read_text()
+  assert "| x<y | 0.123 |" in md and "| z | — |" in md and "![a figure](fig.png)" in md
+  html = (tmp_path / "report.html").read_text()
+  assert "x&lt;y" in html and "data:image/png;base64," in html and "fig.png" not in html
