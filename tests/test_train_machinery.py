@@ -100,3 +100,22 @@ def test_restore_into_different_model_names_the_field(tmp_path):
     ck.restore(st, {"model": {"width": 0.5, "cbam": False}, "image_size": 32})
   with pytest.raises(checkpoint.CheckpointMismatch, match="image_size"):
     ck.restore(st, {"model": {"width": 0.25, "cbam": False}, "image_size": 48})
+
+
+def test_ema_warms_up_then_decays_at_the_configured_rate():
+  """decay_t = min(d, (1 + t) / (10 + t)): 0.1 at step 0, d once (1 + t)/(10 + t) > d."""
+  loss_fn = lambda p, bs, batch, rng: (jnp.sum((p["w"] - 1.0) ** 2), (bs, {}))
+  tx = optax.sgd(0.1)
+  params = {"w": jnp.zeros(3)}
+  st = train_state.create({"params": params}, tx, jax.random.PRNGKey(0), ema=True)
+  step = jax.jit(train_state.make_train_step(loss_fn, tx, optax.constant_schedule(0.1),
+                                             ema_decay=0.9))
+  st1, _ = step(st, {})
+  # one SGD step: w = 0 - 0.1 * 2 * (0 - 1) = 0.2; ema = 0.1 * 0 + 0.9 * 0.2
+  np.testing.assert_allclose(st1.params["w"], 0.2, rtol=1e-6)
+  np.testing.assert_allclose(st1.ema_params["w"], 0.9 * 0.2, rtol=1e-6)
+  st = st1
+  for _ in range(200):
+    prev_ema = st.ema_params["w"]
+    st, _ = step(st, {})
+  np.testing.assert_allclose(st.ema_params["w"], 0.9 * prev_ema + 0.1 * st.params["w"], rtol=1e-5)

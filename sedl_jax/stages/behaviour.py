@@ -28,7 +28,6 @@ from sedl_jax.train import loop, optim
 from sedl_jax.train import state as train_state
 from sedl_jax.train.checkpoint import StageCheckpoints
 from sedl_jax.train.mesh import DataParallel
-from sedl_jax.train.metrics import MetricWriter
 
 STAGE = "behaviour"
 FEATURES = ("static", "temporal", "static+temporal")
@@ -154,21 +153,10 @@ def run(ctx) -> dict:
     if has_traits:
       arrays["traits"] = seqs["train"].traits.astype(np.float32)
     source = pipeline.ArraySource(arrays)
-
-    def batches(start):
-      stream = pipeline.batch_stream(source, global_batch=batch, seed=ctx.config.data.shuffle_seed,
-                                     start_step=start, process_index=jax.process_index(),
-                                     process_count=jax.process_count())
-      return map(dp.shard_local, pipeline.iterate(stream, num_threads=1, prefetch=2))
-
-    spec = loop.LoopSpec(stage=STAGE, total_steps=total, steps_per_epoch=per_epoch,
-                         examples_per_step=batch, log_every=cfg.log_every_steps,
-                         checkpoint_every=cfg.checkpoint_every_steps)
-    writer = MetricWriter(ctx.workdir)
-    try:
-      state = loop.train(spec, state, step_fn, batches, ckpt, meta, writer)
-    finally:
-      writer.close()
+    state = loop.fit(STAGE, state, step_fn, source, dp=dp, cfg=cfg, global_batch=batch,
+                     total_steps=total, steps_per_epoch=per_epoch, examples_per_step=batch,
+                     shuffle_seed=ctx.config.data.shuffle_seed, ckpt=ckpt, meta=meta,
+                     workdir=ctx.workdir)
   ckpt.close()
   params = jax.device_get(state.params)
   apply = jax.jit(lambda p, v: model.apply({"params": p}, v, train=False))

@@ -31,7 +31,6 @@ from sedl_jax.train import loop, optim
 from sedl_jax.train import state as train_state
 from sedl_jax.train.checkpoint import StageCheckpoints
 from sedl_jax.train.mesh import DataParallel
-from sedl_jax.train.metrics import MetricWriter
 
 STAGE = "card"
 T_S_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -137,21 +136,10 @@ def run(ctx) -> dict:
                                                       ema_decay=float(cfg.ema_decay)))
     source = pipeline.ArraySource({"h": h_tr, "y_hat": yhat_tr,
                                    "y0": np.eye(nc, dtype=np.float32)[y_tr]})
-
-    def batches(start):
-      stream = pipeline.batch_stream(source, global_batch=batch, seed=config.data.shuffle_seed,
-                                     start_step=start, process_index=jax.process_index(),
-                                     process_count=jax.process_count())
-      return map(dp.shard_local, pipeline.iterate(stream, num_threads=1, prefetch=2))
-
-    spec = loop.LoopSpec(stage=STAGE, total_steps=total, steps_per_epoch=per_epoch,
-                         examples_per_step=batch, log_every=cfg.log_every_steps,
-                         checkpoint_every=cfg.checkpoint_every_steps)
-    writer = MetricWriter(ctx.workdir)
-    try:
-      state = loop.train(spec, state, step_fn, batches, ckpt, meta, writer)
-    finally:
-      writer.close()
+    state = loop.fit(STAGE, state, step_fn, source, dp=dp, cfg=cfg, global_batch=batch,
+                     total_steps=total, steps_per_epoch=per_epoch, examples_per_step=batch,
+                     shuffle_seed=config.data.shuffle_seed, ckpt=ckpt, meta=meta,
+                     workdir=ctx.workdir)
   ckpt.close()
   state = jax.device_get(state)
   ema_vars = {"params": state.ema_params, "batch_stats": state.batch_stats}

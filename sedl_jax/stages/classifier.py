@@ -30,7 +30,6 @@ from sedl_jax.train import loop, optim
 from sedl_jax.train import state as train_state
 from sedl_jax.train.checkpoint import StageCheckpoints
 from sedl_jax.train.mesh import DataParallel
-from sedl_jax.train.metrics import MetricWriter
 
 MODES = ("finetune", "linear")
 INITS = ("scratch", "contrastive", "barlow")
@@ -188,23 +187,11 @@ def run(ctx, stage: str) -> dict:
     step_fn = dp.jit_step(train_state.make_train_step(
         make_loss_fn(model, view, data.image_shape[0], weights), tx, schedule))
     source = pipeline.ArraySource(train)
-
-    def batches(start):
-      stream = pipeline.batch_stream(source, global_batch=sc.batch_size,
-                                     seed=config.data.shuffle_seed, start_step=start,
-                                     process_index=jax.process_index(),
-                                     process_count=jax.process_count())
-      return map(dp.shard_local, pipeline.iterate(stream, num_threads=config.data.num_threads,
-                                                  prefetch=config.data.prefetch))
-
-    spec = loop.LoopSpec(stage=stage, total_steps=total, steps_per_epoch=per_epoch,
-                         examples_per_step=sc.batch_size, log_every=sc.log_every_steps,
-                         checkpoint_every=sc.checkpoint_every_steps)
-    writer = MetricWriter(ctx.workdir)
-    try:
-      state = loop.train(spec, state, step_fn, batches, ckpt, meta, writer)
-    finally:
-      writer.close()
+    state = loop.fit(stage, state, step_fn, source, dp=dp, cfg=sc, global_batch=sc.batch_size,
+                     total_steps=total, steps_per_epoch=per_epoch,
+                     examples_per_step=sc.batch_size, shuffle_seed=config.data.shuffle_seed,
+                     ckpt=ckpt, meta=meta, workdir=ctx.workdir,
+                     num_threads=config.data.num_threads, prefetch=config.data.prefetch)
   ckpt.close()
   predict = predictor(ctx, stage, model, state)
   logits_only = lambda images: predict(images)[1]

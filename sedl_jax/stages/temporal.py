@@ -25,7 +25,6 @@ from sedl_jax.train import loop, optim
 from sedl_jax.train import state as train_state
 from sedl_jax.train.checkpoint import StageCheckpoints
 from sedl_jax.train.mesh import DataParallel
-from sedl_jax.train.metrics import MetricWriter
 
 STAGE = "temporal"
 
@@ -122,21 +121,9 @@ def fit(cfg, train_emb: np.ndarray, workdir: str, meta: dict, mode: str = "train
   if mode == "train" and int(jax.device_get(state.step)) < total:
     step_fn = dp.jit_step(train_state.make_train_step(make_loss_fn(model), tx, schedule))
     source = pipeline.ArraySource({"emb": train_emb.astype(np.float32)})
-
-    def batches(start):
-      stream = pipeline.batch_stream(source, global_batch=batch, seed=shuffle_seed,
-                                     start_step=start, process_index=jax.process_index(),
-                                     process_count=jax.process_count())
-      return map(dp.shard_local, pipeline.iterate(stream, num_threads=1, prefetch=2))
-
-    spec = loop.LoopSpec(stage=STAGE, total_steps=total, steps_per_epoch=per_epoch,
-                         examples_per_step=batch, log_every=cfg.log_every_steps,
-                         checkpoint_every=cfg.checkpoint_every_steps)
-    writer = MetricWriter(workdir)
-    try:
-      state = loop.train(spec, state, step_fn, batches, ckpt, meta, writer)
-    finally:
-      writer.close()
+    state = loop.fit(STAGE, state, step_fn, source, dp=dp, cfg=cfg, global_batch=batch,
+                     total_steps=total, steps_per_epoch=per_epoch, examples_per_step=batch,
+                     shuffle_seed=shuffle_seed, ckpt=ckpt, meta=meta, workdir=workdir)
   ckpt.close()
   return model, jax.device_get(state.params)
 

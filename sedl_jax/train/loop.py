@@ -86,3 +86,29 @@ def train(spec: LoopSpec, state, train_step: Callable, batches: Callable[[int], 
         tqdm.write(f"[{spec.stage}] epoch {epoch} (step {step}/{spec.total_steps}) {text}")
   bar.close()
   return state
+
+
+def fit(stage: str, state, step_fn: Callable, source, *, dp, cfg, global_batch: int,
+        total_steps: int, steps_per_epoch: int, examples_per_step: int, shuffle_seed: int,
+        ckpt: StageCheckpoints, meta: dict, workdir: str, num_threads: int = 1, prefetch: int = 2,
+        on_epoch_end: Callable[[object, int], dict] | None = None):
+  """`train` over a grain source: the resumable sharded batch stream, the log
+  writer and the stage's log / checkpoint cadence (`cfg.log_every_steps`,
+  `cfg.checkpoint_every_steps`) wired the same way for every stage."""
+  from sedl_jax.data import pipeline  # the loop itself does not depend on the data code
+
+  def batches(start):
+    stream = pipeline.batch_stream(source, global_batch=global_batch, seed=shuffle_seed,
+                                   start_step=start, process_index=jax.process_index(),
+                                   process_count=jax.process_count())
+    return map(dp.shard_local, pipeline.iterate(stream, num_threads=num_threads,
+                                                prefetch=prefetch))
+
+  spec = LoopSpec(stage=stage, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                  examples_per_step=examples_per_step, log_every=cfg.log_every_steps,
+                  checkpoint_every=cfg.checkpoint_every_steps)
+  writer = MetricWriter(workdir)
+  try:
+    return train(spec, state, step_fn, batches, ckpt, meta, writer, on_epoch_end)
+  finally:
+    writer.close()

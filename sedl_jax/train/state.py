@@ -48,7 +48,10 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
     if ema_decay is not None:
-      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+      # Warm-up as TF's ExponentialMovingAverage(num_updates): early on the average
+      # follows the parameters instead of remembering the random initialisation.
+      decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+      ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
     metrics = dict(metrics, loss=loss, lr=schedule(state.step),
                    grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params),
                    update_norm=optax.tree.norm(updates))
