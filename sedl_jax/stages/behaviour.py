@@ -140,10 +140,7 @@ def run(ctx) -> dict:
           "stage_model": {"features": cfg.features, "hidden": cfg.hidden, "dropout": cfg.dropout},
           "data_fingerprint": data.fingerprint}
   ckpt = StageCheckpoints(ctx.workdir, STAGE, keep=cfg.keep_checkpoints)
-  if ckpt.latest_step() is not None:
-    state, _ = ckpt.restore(state, meta)
-  elif ctx.mode == "eval":
-    raise FileNotFoundError(f"--mode=eval: no checkpoint in {ckpt.directory}; train first")
+  state = ckpt.resume(state, meta, ctx.mode)
   state = dp.replicate(state)
   weights = classification.class_weights(seqs["train"].labels, num_classes, cfg.class_weighting)
   if ctx.mode == "train" and int(jax.device_get(state.step)) < total:

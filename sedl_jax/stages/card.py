@@ -126,10 +126,7 @@ def run(ctx) -> dict:
                           "classifier_stage": cfg.classifier_stage},
           "model": config.model.to_dict(), "data_fingerprint": data.fingerprint}
   ckpt = StageCheckpoints(ctx.workdir, STAGE, keep=cfg.keep_checkpoints)
-  if ckpt.latest_step() is not None:
-    state, _ = ckpt.restore(state, meta)
-  elif ctx.mode == "eval":
-    raise FileNotFoundError(f"--mode=eval: no checkpoint in {ckpt.directory}; train first")
+  state = ckpt.resume(state, meta, ctx.mode)
   state = dp.replicate(state)
   if ctx.mode == "train" and int(jax.device_get(state.step)) < total:
     step_fn = dp.jit_step(train_state.make_train_step(make_loss_fn(net, sched), tx, schedule,

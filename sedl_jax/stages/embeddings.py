@@ -1,11 +1,13 @@
 """Frozen-encoder embeddings of every static image and every sequence frame,
-computed once per (contrastive checkpoint step, dataset) and cached in
+computed once per (contrastive checkpoint step, dataset, encoder config) and cached in
 `workdir/cache/` so the temporal, behaviour and report stages and reruns share
 them."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 
 import jax
@@ -13,6 +15,7 @@ import numpy as np
 
 from sedl_jax.data.types import SPLITS
 from sedl_jax.stages import pretrain
+from sedl_jax.train.checkpoint import StageCheckpoints
 
 
 @dataclasses.dataclass
@@ -40,13 +43,21 @@ def load(ctx) -> Embeddings:
   if data.sequences is None:
     raise ValueError(f"data source {data.source!r} has no sequences: the temporal and behaviour "
                      "stages need face sequences (frames in order)")
-  embed, step = pretrain.restore_encoder(ctx, "contrastive")
-  path = os.path.join(ctx.workdir, "cache", f"embeddings_step{step}_{data.fingerprint}.npz")
-  if os.path.exists(path):
+  ckpt = StageCheckpoints(ctx.workdir, "contrastive")
+  step = ckpt.latest_step()
+  ckpt.close()
+  # The key names the checkpoint step, the data and the encoder's config.
+  model_key = hashlib.sha256(json.dumps(ctx.config.model.to_dict(), sort_keys=True).encode())
+  cache_file = lambda step: os.path.join(
+      ctx.workdir, "cache", f"embeddings_step{step}_{data.fingerprint}_{model_key.hexdigest()[:8]}.npz")
+  path = cache_file(step)
+  if step is not None and os.path.exists(path):
     with np.load(path) as z:
       emb = Embeddings(step, {s: z[f"images_{s}"] for s in SPLITS},
                        {s: z[f"frames_{s}"] for s in SPLITS})
   else:
+    embed, step = pretrain.restore_encoder(ctx, "contrastive")
+    path = cache_file(step)
     images = {s: embed(data.images[s].images) if len(data.images[s]) else np.zeros((0, 0))
               for s in SPLITS}
     frames = {}

@@ -206,10 +206,7 @@ def run(ctx, stage: str = STAGE) -> dict:
   state = init_state(model, config, data.image_shape, tx, stage)
   meta = stage_meta(ctx, stage, stage_model=method.stage_model(sc))
   ckpt = StageCheckpoints(ctx.workdir, stage, keep=sc.keep_checkpoints)
-  if ckpt.latest_step() is not None:
-    state, _ = ckpt.restore(state, meta)
-  elif ctx.mode == "eval":
-    raise FileNotFoundError(f"--mode=eval: no checkpoint in {ckpt.directory}; train first")
+  state = ckpt.resume(state, meta, ctx.mode)
   state = dp.replicate(state)
   infer = make_apply_fns(model)
   bs_eval = features.eval_batch_size(sc.batch_size, dp)

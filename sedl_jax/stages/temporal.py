@@ -113,10 +113,7 @@ def fit(cfg, train_emb: np.ndarray, workdir: str, meta: dict, mode: str = "train
   tx, schedule = optim.make_optimizer(cfg.optimizer, total, per_epoch)
   state = init_state(model, cfg, t, d, tx)
   ckpt = StageCheckpoints(workdir, STAGE, keep=cfg.keep_checkpoints)
-  if ckpt.latest_step() is not None:
-    state, _ = ckpt.restore(state, meta)
-  elif mode == "eval":
-    raise FileNotFoundError(f"--mode=eval: no checkpoint in {ckpt.directory}; train first")
+  state = ckpt.resume(state, meta, mode)
   state = dp.replicate(state)
   if mode == "train" and int(jax.device_get(state.step)) < total:
     step_fn = dp.jit_step(train_state.make_train_step(make_loss_fn(model), tx, schedule))

@@ -81,5 +81,14 @@ class StageCheckpoints:
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return out["state"], out["meta"]
 
+  def resume(self, state, expected_meta: dict, mode: str):
+    """The latest checkpoint restored into `state` when there is one; else `state`
+    unchanged in train mode, and a clear error in eval mode."""
+    if self.latest_step() is not None:
+      return self.restore(state, expected_meta)[0]
+    if mode == "eval":
+      raise FileNotFoundError(f"--mode=eval: no checkpoint in {self.directory}; train first")
+    return state
+
   def close(self):
     self.manager.close()
