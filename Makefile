@@ -23,7 +23,7 @@ run: install
 	$(PY) launch.py --config=$(CONFIG) --workdir=$(WORKDIR)
 
 test: install
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/contrastive_step.py --out=bench/results

@@ -32,6 +32,7 @@ def main(argv):
   # Imported after flag parsing so that --help stays fast.
   from sedl_jax import distributed, runner
   from sedl_jax.config.validate import ConfigError
+  from sedl_jax.data.real import DataError
   from sedl_jax.stages.registry import StageNotBuilt
 
   from absl import logging as absl_logging
@@ -42,6 +43,9 @@ def main(argv):
     runner.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
   except ConfigError as e:
     print(f"config error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except DataError as e:
+    print(f"data error: {e}", file=sys.stderr)
     sys.exit(2)
   except StageNotBuilt as e:
     print(f"error: {e}", file=sys.stderr)

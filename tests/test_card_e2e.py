@@ -1,15 +1,26 @@
-"""The diffusion-FER pipeline on the tiny config: all three Table-3 rows and the report."""
+"""The diffusion-FER pipeline on the tiny config, reading a FER2013 CSV written
+here (with three bad rows): all three Table-3 rows, the report, eval mode."""
 
 import json
 
 import pytest
 
+import data_fixtures as fx
 from configs import card_fer
 from sedl_jax import runner
 
 
-def tiny_config(arg="tiny"):
+@pytest.fixture(scope="module")
+def fer_csv(tmp_path_factory):
+  root = tmp_path_factory.mktemp("fer")
+  fx.fer2013_csv(str(root / "fer2013.csv"), fx.faces(num_subjects=8, size=32), bad_rows=True)
+  return root
+
+
+def tiny_config(fer_root, arg="tiny"):
   c = card_fer.get_config(arg)
+  c.data.name, c.data.path = "fer2013", str(fer_root / "fer2013.csv")
+  c.data.cache_dir = str(fer_root / "cache")
   c.barlow.steps = 3
   c.classifier.steps = 3
   c.card.steps = 20
@@ -17,9 +28,18 @@ def tiny_config(arg="tiny"):
 
 
 @pytest.fixture(scope="module")
-def card_run(tmp_path_factory):
+def card_run(tmp_path_factory, fer_csv):
   workdir = tmp_path_factory.mktemp("card")
-  return workdir, runner.run(tiny_config(), str(workdir))
+  return workdir, runner.run(tiny_config(fer_csv), str(workdir))
+
+
+def test_fer2013_csv_was_read_with_its_splits_and_bad_rows_counted(card_run):
+  workdir, _ = card_run
+  for row in ("r18", "r18_cbam", "proposed"):
+    report = json.load(open(workdir / row / "data_report.json"))
+    assert report["source"] == "fer2013" and report["split_method"] == "as given by the data"
+    assert report["skipped_total"] == 3 and len(report["class_names"]) == 7
+    assert report["cache"] == ("built" if row == "r18" else "reused")
 
 
 def test_every_ablation_row_ran_with_its_own_model(card_run):
@@ -51,10 +71,10 @@ def test_report_table_holds_accuracy_and_pavpu_for_three_rows(card_run):
   assert card["num_samples"] == 8 and card["timesteps"] == 50
 
 
-def test_eval_mode_reproduces_card_metrics(card_run):
+def test_eval_mode_reproduces_card_metrics(card_run, fer_csv):
   workdir, _ = card_run
   before = json.load(open(workdir / "proposed" / "report" / "card.json"))
-  c = tiny_config("tiny,ablation=proposed")
+  c = tiny_config(fer_csv, "tiny,ablation=proposed")
   runner.run(c, str(workdir / "proposed"), mode="eval")
   after = json.load(open(workdir / "proposed" / "report" / "card.json"))
   assert after == before

@@ -24,8 +24,31 @@ def check_variant(arg: str | None) -> str:
 def data(variant: str) -> ml_collections.ConfigDict:
   """`config.data`: which faces to read and how to size them."""
   d = ml_collections.ConfigDict()
-  d.name = "synthetic"  # synthetic | (real sources: see README)
-  d.path = config_dict.placeholder(str)  # dataset root or file for real sources
+  # synthetic | image_folder | named_folder | fer2013 | sequence_folder | manifest
+  # (layouts in the README, "Your own data").
+  d.name = "synthetic"
+  d.path = config_dict.placeholder(str)  # dataset root, or the CSV for fer2013/manifest
+  # Prepared (decoded, cropped, resized) data is cached here, keyed by content;
+  # unset: $SEDL_JAX_CACHE or ~/.cache/sedl_jax/prepared.
+  d.cache_dir = config_dict.placeholder(str)
+  d.label_map = ""  # extra synonyms "raw=canonical,...", e.g. "joy=happy,pain=sad"
+  d.extra_classes = ""  # classes beyond the canonical 8, e.g. "pain,boredom"
+  # File names carrying ids (named_folder); the default is CK+'s S010_004_00000017.png.
+  d.name_pattern = r"(?P<subject>S\d+)_(?P<sequence>\d+)_(?P<frame>\d+)"
+  d.face_crop = "none"  # none (already face crops) | haar (OpenCV Haar cascade)
+  d.face_margin = 0.2  # widen the detected box by this fraction of its side, each way
+  d.no_face = "keep"  # when no face is found: keep (the full image) | skip
+  d.video_stride = 1  # keep every k-th video frame
+  d.video_max_frames = 0  # per video, 0 = all
+  # Real data without given splits: subject-disjoint (or stratified) fractions.
+  d.split_fractions = (0.7, 0.15, 0.15)
+  d.split_file = config_dict.placeholder(str)  # reuse a run's splits.json
+  d.folds = 0  # > 1: k-fold over subjects (or items); test = fold `fold`
+  d.fold = 0
+  # Real sequences are cut into windows of this many frames (shorter ones are
+  # skipped and counted), `sequence_stride` apart (0 = the window length).
+  d.sequence_length = {"tiny": 4, "quick": 16, "paper": 16}[variant]
+  d.sequence_stride = 0
   d.image_size = {"tiny": 32, "quick": 48, "paper": 224}[variant]
   d.channels = {"tiny": 1, "quick": 1, "paper": 3}[variant]
   d.seed = 0

@@ -57,6 +57,16 @@ def validate(config, *, known_stages, num_devices: int, process_count: int = 1) 
     if not os.path.exists(d.path):
       raise ConfigError(f"config.data.path={d.path!r}: no such file or directory")
   _positive_int(config, "data.image_size")
+  for field, allowed in (("face_crop", ("none", "haar")), ("no_face", ("keep", "skip"))):
+    if d.get(field, allowed[0]) not in allowed:
+      raise ConfigError(f"config.data.{field}={d[field]!r}: expected one of {allowed}")
+  if d.name != "synthetic":
+    fr = tuple(d.split_fractions)
+    if len(fr) != 3 or min(fr) < 0 or fr[0] <= 0:
+      raise ConfigError(f"config.data.split_fractions={fr}: need (train, val, test) >= 0, train > 0")
+    _positive_int(config, "data.sequence_length")
+    if d.folds and not 0 <= d.fold < d.folds:
+      raise ConfigError(f"config.data.fold={d.fold}: must be in [0, data.folds={d.folds})")
   if d.channels not in (1, 3):
     raise ConfigError(f"config.data.channels={d.channels!r}: must be 1 (grey) or 3 (RGB)")
 

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
-from sedl_jax.data import synthetic
+from sedl_jax.data import real, synthetic
 from sedl_jax.data.types import FaceData
 
-# Sources that read the user's files need `config.data.path`.
 DATASETS: dict[str, Callable[..., FaceData]] = {
-    "synthetic": synthetic.load,
+    "synthetic": lambda data_cfg, workdir=None: synthetic.load(data_cfg),
+    **{name: functools.partial(real.load) for name in real.SCANNERS},
 }
-NEEDS_PATH: frozenset[str] = frozenset()
+# Sources that read the user's files need `config.data.path`.
+NEEDS_PATH: frozenset[str] = frozenset(real.SCANNERS)
 
 
-def load_dataset(data_cfg) -> FaceData:
+def load_dataset(data_cfg, workdir: str | None = None) -> FaceData:
+  """The dataset `config.data` names; real sources write `workdir/data_report.json`."""
   name = data_cfg.name
   if name not in DATASETS:
     raise ValueError(f"config.data.name={name!r}: unknown dataset (known: {sorted(DATASETS)})")
-  return DATASETS[name](data_cfg)
+  return DATASETS[name](data_cfg, workdir=workdir)

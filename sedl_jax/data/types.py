@@ -55,6 +55,11 @@ class FaceData:
   sequences: dict[str, SequenceSet] | None = None
   trait_names: tuple[str, ...] = ()
   fingerprint: str = ""
+  # True when every sequence frame is also among `images` (real sequence data),
+  # so stages that pool images and frames must not count frames twice.
+  frames_in_images: bool = False
+  # Real sources: how raw label names were mapped to `class_names`.
+  label_map: dict | None = None
 
   @property
   def image_shape(self) -> tuple[int, int, int]:

@@ -82,24 +82,34 @@ def make_loss_fn(model, weights: np.ndarray, has_traits: bool):
   return loss_fn
 
 
-def _inputs(ctx) -> dict[str, np.ndarray]:
-  """Per-split frame features [S, T, F] for the configured feature kind."""
-  cfg = ctx.config.behaviour
+def _inputs(ctx, features: str) -> dict[str, np.ndarray]:
+  """Per-split frame features [S, T, F] for the feature kind; data without
+  sequences gives each static image as a one-frame sequence."""
   emb = embeddings_lib.load(ctx)
-  mean = emb.frames["train"].reshape(-1, emb.frames["train"].shape[-1]).mean(0)
-  std = emb.frames["train"].reshape(-1, emb.frames["train"].shape[-1]).std(0) + 1e-6
+  per_split = emb.frames if emb.frames else {s: emb.images[s][:, None, :] for s in SPLITS}
+  flat = per_split["train"].reshape(-1, per_split["train"].shape[-1])
+  mean, std = flat.mean(0), flat.std(0) + 1e-6
   context_fn = None
-  if cfg.features != "static":
+  if features != "static":
     model, params = ctx.shared.get("temporal") or temporal.restore(ctx)
     ctx.shared["temporal"] = (model, params)
     context_fn = temporal.make_context_fn(model)
   out = {}
   for s in SPLITS:
-    static = (emb.frames[s] - mean) / std
+    static = (per_split[s] - mean) / std
     context = (np.asarray(context_fn(params, jnp.asarray(emb.unit_frames(s))))
                if context_fn is not None else None)
-    out[s] = frame_features(cfg.features, static, context)
+    out[s] = frame_features(features, static, context)
   return out
+
+
+def _targets(data, split: str):
+  """(emotion labels [S, T], subjects [S], traits [S, K] or None) of a split."""
+  if data.sequences is None:
+    im = data.images[split]
+    return im.labels[:, None], im.subjects, None
+  seq = data.sequences[split]
+  return seq.labels, seq.subjects, seq.traits
 
 
 def trait_metrics(probs: np.ndarray, truth: np.ndarray, names) -> dict:
@@ -117,16 +127,19 @@ def trait_metrics(probs: np.ndarray, truth: np.ndarray, names) -> dict:
 def run(ctx) -> dict:
   cfg = ctx.config.behaviour
   data = ctx.data
-  seqs = data.sequences
-  if seqs is None:
-    raise ValueError(f"data source {data.source!r} has no sequences: the behaviour stage needs them")
-  x = _inputs(ctx)
+  features = cfg.features
+  if data.sequences is None and features != "static":
+    print(f"[behaviour] data source {data.source!r} has no sequences: using static features "
+          f"only (behaviour.features={features!r} needs the temporal model)")
+    features = "static"
+  x = _inputs(ctx, features)
+  train_y, _, train_traits = _targets(data, "train")
   num_classes = len(data.class_names)
-  has_traits = seqs["train"].traits is not None and len(data.trait_names) > 0
+  has_traits = train_traits is not None and len(data.trait_names) > 0
   num_traits = len(data.trait_names) if has_traits else 0
   model = BehaviourHeads(num_classes, num_traits, int(cfg.hidden), float(cfg.dropout))
   dp = DataParallel.create()
-  n = len(seqs["train"])
+  n = len(train_y)
   batch = min(int(cfg.batch_size), n)
   batch -= batch % dp.num_devices
   total, per_epoch = optim.resolve_steps(cfg, n, batch)
@@ -137,18 +150,18 @@ def run(ctx) -> dict:
   state = train_state.create(variables, tx, state_rng)
   meta = {"stage": STAGE, "class_names": list(data.class_names), "num_classes": num_classes,
           "trait_names": list(data.trait_names) if has_traits else [],
-          "stage_model": {"features": cfg.features, "hidden": cfg.hidden, "dropout": cfg.dropout},
+          "stage_model": {"features": features, "hidden": cfg.hidden, "dropout": cfg.dropout},
           "data_fingerprint": data.fingerprint}
   ckpt = StageCheckpoints(ctx.workdir, STAGE, keep=cfg.keep_checkpoints)
   state = ckpt.resume(state, meta, ctx.mode)
   state = dp.replicate(state)
-  weights = classification.class_weights(seqs["train"].labels, num_classes, cfg.class_weighting)
+  weights = classification.class_weights(train_y, num_classes, cfg.class_weighting)
   if ctx.mode == "train" and int(jax.device_get(state.step)) < total:
     step_fn = dp.jit_step(train_state.make_train_step(make_loss_fn(model, weights, has_traits),
                                                       tx, schedule))
-    arrays = {"x": x["train"], "label": seqs["train"].labels.astype(np.int32)}
+    arrays = {"x": x["train"], "label": train_y.astype(np.int32)}
     if has_traits:
-      arrays["traits"] = seqs["train"].traits.astype(np.float32)
+      arrays["traits"] = train_traits.astype(np.float32)
     source = pipeline.ArraySource(arrays)
     state = loop.fit(STAGE, state, step_fn, source, dp=dp, cfg=cfg, global_batch=batch,
                      total_steps=total, steps_per_epoch=per_epoch, examples_per_step=batch,
@@ -159,14 +172,15 @@ def run(ctx) -> dict:
   apply = jax.jit(lambda p, v: model.apply({"params": p}, v, train=False))
   logits, trait_logits = (np.asarray(a) for a in apply(params, jnp.asarray(x["test"])))
   probs = np.asarray(jax.nn.softmax(logits, -1))
-  test = seqs["test"]
+  test_y, test_subjects, test_traits = _targets(data, "test")
+  labelled = test_y.ravel() >= 0
   result = {
-      "features": cfg.features,
-      "emotion": classification.classification_metrics(test.labels.ravel(),
-                                                        probs.argmax(-1).ravel(), num_classes),
-      "traits": (trait_metrics(np.asarray(jax.nn.sigmoid(trait_logits)), test.traits,
+      "features": features,
+      "emotion": classification.classification_metrics(
+          test_y.ravel()[labelled], probs.argmax(-1).ravel()[labelled], num_classes),
+      "traits": (trait_metrics(np.asarray(jax.nn.sigmoid(trait_logits)), test_traits,
                                data.trait_names)
-                 if has_traits and test.traits is not None else
+                 if has_traits and test_traits is not None else
                  "no trait labels in this dataset: trait heads were not trained"),
   }
   ctx.shared["behaviour_probs"] = probs
@@ -174,9 +188,9 @@ def run(ctx) -> dict:
     report = os.path.join(ctx.workdir, "report")
     os.makedirs(report, exist_ok=True)
     np.savez(os.path.join(report, "behaviour_test_predictions.npz"), probs=probs,
-             labels=test.labels, subjects=test.subjects)
+             labels=test_y, subjects=test_subjects)
     with open(os.path.join(report, "behaviour.json"), "w") as f:
       json.dump(result, f, indent=2)
     print(f"[behaviour] test frames: emotion acc={result['emotion']['accuracy']:.4f} "
-          f"F1={result['emotion']['f1_macro']:.4f} ({cfg.features})")
+          f"F1={result['emotion']['f1_macro']:.4f} ({features})")
   return result

@@ -54,7 +54,8 @@ class Classifier(nn.Module):
 def labelled_train_set(data, use_sequence_frames: bool) -> dict:
   train = data.images["train"]
   images, labels = [train.images], [train.labels]
-  if use_sequence_frames and data.sequences is not None and len(data.sequences["train"]):
+  if (use_sequence_frames and data.sequences is not None and not data.frames_in_images
+      and len(data.sequences["train"])):
     seq = data.sequences["train"]
     images.append(seq.frames.reshape(-1, *seq.frames.shape[2:]))
     labels.append(seq.labels.reshape(-1))
@@ -104,6 +105,9 @@ def _init_from(ctx, stage: str, variables):
 
 
 def evaluate_split(predict, images, labels, num_classes: int) -> dict:
+  """Metrics over the labelled examples (label -1 = unlabelled is left out)."""
+  keep = np.asarray(labels) >= 0
+  images, labels = images[keep], np.asarray(labels)[keep]
   logits = predict(images)
   probs = np.asarray(jax.nn.softmax(logits.astype(np.float32), -1))
   out = classification.classification_metrics(labels, probs.argmax(-1), num_classes)

@@ -20,7 +20,7 @@ class Context:
 
   @functools.cached_property
   def data(self) -> FaceData:
-    return sources.load_dataset(self.config.data)
+    return sources.load_dataset(self.config.data, workdir=self.workdir)
 
   def path(self, *parts: str) -> str:
     p = os.path.join(self.workdir, *parts)

@@ -20,11 +20,18 @@ from sedl_jax.train.checkpoint import StageCheckpoints
 
 @dataclasses.dataclass
 class Embeddings:
-  """Encoder features (not normalised): images[split] [N, D], frames[split] [S, T, D]."""
+  """Encoder features (not normalised): images[split] [N, D], frames[split]
+  [S, T, D] (empty when the data has no sequences)."""
 
   step: int
   images: dict[str, np.ndarray]
   frames: dict[str, np.ndarray]
+
+  def eval_features(self, split: str) -> np.ndarray:
+    """[M, D] features of the split's evaluation set (see `eval_set`)."""
+    if self.frames:
+      return self.frames[split].reshape(-1, self.frames[split].shape[-1])
+    return self.images[split]
 
   def unit_frames(self, split: str) -> np.ndarray:
     """L2-normalised frame embeddings, the temporal model's inputs and targets."""
@@ -35,14 +42,20 @@ def unit_norm(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
 
 
+def eval_set(data, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """(images [M, H, W, C], labels [M]) a split is scored on: every frame of its
+  sequences, or its static images when the data has no sequences."""
+  if data.sequences is None:
+    return data.images[split].images, data.images[split].labels
+  seq = data.sequences[split]
+  return seq.frames.reshape(-1, *seq.frames.shape[2:]), seq.labels.reshape(-1)
+
+
 def load(ctx) -> Embeddings:
   """Cached embeddings for the latest contrastive checkpoint (computed when absent)."""
   if "embeddings" in ctx.shared:
     return ctx.shared["embeddings"]
   data = ctx.data
-  if data.sequences is None:
-    raise ValueError(f"data source {data.source!r} has no sequences: the temporal and behaviour "
-                     "stages need face sequences (frames in order)")
   ckpt = StageCheckpoints(ctx.workdir, "contrastive")
   step = ckpt.latest_step()
   ckpt.close()
@@ -54,14 +67,14 @@ def load(ctx) -> Embeddings:
   if step is not None and os.path.exists(path):
     with np.load(path) as z:
       emb = Embeddings(step, {s: z[f"images_{s}"] for s in SPLITS},
-                       {s: z[f"frames_{s}"] for s in SPLITS})
+                       {s: z[f"frames_{s}"] for s in SPLITS if f"frames_{s}" in z})
   else:
     embed, step = pretrain.restore_encoder(ctx, "contrastive")
     path = cache_file(step)
     images = {s: embed(data.images[s].images) if len(data.images[s]) else np.zeros((0, 0))
               for s in SPLITS}
     frames = {}
-    for s in SPLITS:
+    for s in SPLITS if data.sequences is not None else ():
       f = data.sequences[s].frames
       out = embed(f.reshape(-1, *f.shape[2:]))
       frames[s] = out.reshape(f.shape[0], f.shape[1], -1)
@@ -70,7 +83,7 @@ def load(ctx) -> Embeddings:
       os.makedirs(os.path.dirname(path), exist_ok=True)
       tmp = path + ".tmp.npz"
       np.savez(tmp, **{f"images_{s}": images[s] for s in SPLITS},
-               **{f"frames_{s}": frames[s] for s in SPLITS})
+               **{f"frames_{s}": frames[s] for s in frames})
       os.replace(tmp, path)
   ctx.shared["embeddings"] = emb
   return emb

@@ -16,5 +16,7 @@ def stage_meta(ctx, stage: str, **extra) -> dict:
       "data_source": data.source,
       "data_fingerprint": data.fingerprint,
   }
+  if data.label_map:
+    meta["label_map"] = data.label_map  # raw names -> these class names, for later prediction
   meta.update(extra)
   return meta

@@ -187,7 +187,8 @@ def pretraining_set(data, use_sequence_frames: bool) -> dict:
   unlabelled images (label -1) when asked: SEDL pretrains on unlabelled video."""
   train = data.images["train"]
   images, labels = [train.images], [train.labels]
-  if use_sequence_frames and data.sequences is not None and len(data.sequences["train"]):
+  if (use_sequence_frames and data.sequences is not None and not data.frames_in_images
+      and len(data.sequences["train"])):
     frames = data.sequences["train"].frames
     images.append(frames.reshape(-1, *frames.shape[2:]))
     labels.append(np.full(images[-1].shape[0], -1, np.int32))
@@ -275,7 +276,8 @@ def evaluate(ctx, embed, data, step: int, stage: str = STAGE) -> dict:
                                     f"{name.replace('_', ' ')}: acc {result[name]['accuracy']:.3f}")
     lp, kn = result["linear_probe"], result["knn"]
     px = result["pixel_linear_probe"]
-    print(f"[{stage}] test (held-out subjects): linear probe acc={lp['accuracy']:.4f} "
+    held_out = "held-out subjects" if (data.images["test"].subjects >= 0).all() else "test split"
+    print(f"[{stage}] test ({held_out}): linear probe acc={lp['accuracy']:.4f} "
           f"F1={lp['f1_macro']:.4f}; kNN acc={kn['accuracy']:.4f}"
           + (f"; raw-pixel linear probe acc={px['accuracy']:.4f}" if px else ""))
   return result

@@ -45,19 +45,20 @@ def _read_json(path: str):
     return json.load(f)
 
 
-def _frames(seq) -> tuple[np.ndarray, np.ndarray]:
-  return seq.frames.reshape(-1, *seq.frames.shape[2:]), seq.labels.reshape(-1)
-
-
 def table1(ctx, report_dir: str) -> dict:
-  """Every Table-1 row's metrics on the test frames; rows that could not run say why."""
+  """Every Table-1 row's metrics on the test set (`embeddings.eval_set`: the
+  test frames, or the test images when there are no sequences); rows that
+  could not run say why."""
   cfg, data = ctx.config.report, ctx.data
   nc = len(data.class_names)
-  seqs = data.sequences
-  tr_frames, tr_frame_y = _frames(seqs["train"])
-  te_frames, te_y = _frames(seqs["test"])
-  train_images = np.concatenate([data.images["train"].images, tr_frames])
-  train_y = np.concatenate([data.images["train"].labels, tr_frame_y])
+  # Sequence frames join the static train images unless they are among them already.
+  extra_frames = data.sequences is not None and not data.frames_in_images
+  tr_frames, tr_frame_y = embeddings_lib.eval_set(data, "train")
+  te_frames, te_y = embeddings_lib.eval_set(data, "test")
+  te_keep = te_y >= 0
+  te_frames, te_y = te_frames[te_keep], te_y[te_keep]
+  train_images = np.concatenate([data.images["train"].images] + ([tr_frames] if extra_frames else []))
+  train_y = np.concatenate([data.images["train"].labels] + ([tr_frame_y] if extra_frames else []))
   keep = train_y >= 0
   rows = {}
   feats_kind = cfg.random_forest_features
@@ -72,15 +73,16 @@ def table1(ctx, report_dir: str) -> dict:
                                                 seed=ctx.config.seed)
   if "supervised_cnn" in cfg.baselines:
     sup = _read_json(os.path.join(report_dir, "supervised_cnn.json"))
-    rows["supervised_cnn"] = (sup["test_frames"] if sup else
+    rows["supervised_cnn"] = (sup.get("test_frames", sup["test_images"]) if sup else
                               "not run: add 'supervised_cnn' to config.stages before 'report'")
   if "simclr_linear" in cfg.baselines:
     emb = embeddings_lib.load(ctx)
-    d = emb.images["train"].shape[-1]
-    x_train = np.concatenate([emb.images["train"], emb.frames["train"].reshape(-1, d)])[keep]
-    x_val, y_val = emb.frames["val"].reshape(-1, d), seqs["val"].labels.reshape(-1)
+    x_train = np.concatenate([emb.images["train"]] +
+                             ([emb.eval_features("train")] if extra_frames else []))[keep]
+    x_val, y_val = emb.eval_features("val"), embeddings_lib.eval_set(data, "val")[1]
+    x_val, y_val = x_val[y_val >= 0], y_val[y_val >= 0]
     rows["simclr_linear"] = probes.linear_probe(x_train, train_y[keep],
-                                                emb.frames["test"].reshape(-1, d), te_y, nc,
+                                                emb.eval_features("test")[te_keep], te_y, nc,
                                                 x_val if len(x_val) else None,
                                                 y_val if len(y_val) else None)
   beh = _read_json(os.path.join(report_dir, "behaviour.json"))
@@ -96,8 +98,6 @@ def _row_label(key: str, ctx) -> str:
 
 def run(ctx) -> dict:
   config, data = ctx.config, ctx.data
-  if data.sequences is None:
-    raise ValueError(f"data source {data.source!r} has no sequences: the SEDL report needs them")
   report_dir = os.path.join(ctx.workdir, "report")
   os.makedirs(report_dir, exist_ok=True)
   names = list(data.class_names)
@@ -106,21 +106,26 @@ def run(ctx) -> dict:
   behaviour_res = _read_json(os.path.join(report_dir, "behaviour.json"))
   h1 = None
   if temporal_res:
-    first = str(config.temporal.horizons[0])
+    first = next(iter(temporal_res["test_mse"]))
     h1 = temporal_res["test_mse"][first]["model"]
 
   pred_path = os.path.join(report_dir, "behaviour_test_predictions.npz")
   insight = None
-  if os.path.exists(pred_path):
+  if data.sequences is not None and os.path.exists(pred_path):
     with np.load(pred_path) as z:
       probs, labels, subjects = z["probs"], z["labels"], z["subjects"]
     insight = insights.sequence_insights(probs, subjects, names, n=int(config.report.ngram))
-    one_hot = np.eye(len(names))[labels]
-    truth = insights.sequence_insights(one_hot, subjects, names, n=int(config.report.ngram))
+    # True-label insights need every frame labelled; else the columns say n/a.
+    truth = (insights.sequence_insights(np.eye(len(names))[labels], subjects, names,
+                                        n=int(config.report.ngram))
+             if (labels >= 0).all() else None)
 
+  num_test = int((embeddings_lib.eval_set(data, "test")[1] >= 0).sum())
   metrics = {
-      "evaluated_on": "every frame of the test-split sequences (held-out subjects)",
-      "num_test_frames": int(data.sequences["test"].labels.size),
+      "evaluated_on": ("every labelled frame of the test-split sequences"
+                       if data.sequences is not None else
+                       "the test-split images (the data has no sequences)"),
+      "num_test_frames": num_test,
       "table1": {k: (v if isinstance(v, str) else
                      {m: v[m] for m in ("accuracy", "precision_macro", "f1_macro")})
                  for k, v in rows.items()},
@@ -130,8 +135,8 @@ def run(ctx) -> dict:
       "paper_temporal_mse": PAPER_MSE,
       "temporal": temporal_res,
       "traits": behaviour_res["traits"] if behaviour_res else None,
-      "insights": ({"predicted": insight["overall"], "true": truth["overall"]}
-                   if insight else None),
+      "insights": ({"predicted": insight["overall"],
+                    "true": truth["overall"] if truth else None} if insight else None),
   }
   if jax.process_index() != 0:
     return metrics
@@ -142,9 +147,11 @@ def run(ctx) -> dict:
       json.dump({"predicted": insight, "true": truth}, f)
 
   doc = ReportDoc("SEDL report")
-  doc.para(f"Data: {data.source}, {len(names)} classes ({', '.join(names)}). "
-           f"Scored on {metrics['num_test_frames']} frames of "
-           f"{len(data.sequences['test'])} test sequences from subjects never seen in training.")
+  where = (f"{metrics['num_test_frames']} labelled frames of {len(data.sequences['test'])} test "
+           "sequences" if data.sequences is not None else
+           f"{metrics['num_test_frames']} test images (no sequences in this data: no temporal "
+           "model, static features only, no trajectories or transitions)")
+  doc.para(f"Data: {data.source}, {len(names)} classes ({', '.join(names)}). Scored on {where}.")
   doc.heading("Table 1: emotion recognition")
   table_rows = []
   for key in ("random_forest", "kmeans", "supervised_cnn", "simclr_linear", "sedl"):
@@ -184,7 +191,11 @@ def run(ctx) -> dict:
 
   if insight:
     doc.heading("Insights (test sequences)")
-    ov, tv = insight["overall"], truth["overall"]
+    ov = insight["overall"]
+    # Without labels on every frame there is no true-label column to show.
+    tv = truth["overall"] if truth else {
+        "transition_rate": float("nan"), "emotion_share": dict.fromkeys(names, "n/a"),
+        "mean_dwell_frames": dict.fromkeys(names, "n/a"), "top_ngrams": []}
     doc.para(f"Transition rate: {ov['transition_rate']:.3f} changes per frame predicted "
              f"({tv['transition_rate']:.3f} in the true labels); mean confidence "
              f"{ov['mean_confidence']:.3f}.")
@@ -210,11 +221,12 @@ def run(ctx) -> dict:
               "with the prediction's confidence (blue)")
   if config.report.tsne:
     emb = embeddings_lib.load(ctx)
-    d = emb.frames["test"].shape[-1]
-    plots.tsne(emb.frames["test"].reshape(-1, d), data.sequences["test"].labels.reshape(-1), names,
+    y = embeddings_lib.eval_set(data, "test")[1]
+    what = "test frames" if data.sequences is not None else "test images"
+    plots.tsne(emb.eval_features("test")[y >= 0], y[y >= 0], names,
                os.path.join(report_dir, "tsne.png"), max_points=int(config.report.tsne_max_points),
-               seed=ctx.config.seed, title="t-SNE of encoder embeddings (test frames)")
-    doc.image("tsne.png", "t-SNE of the contrastive encoder's embeddings of test frames, "
+               seed=ctx.config.seed, title=f"t-SNE of encoder embeddings ({what})")
+    doc.image("tsne.png", f"t-SNE of the contrastive encoder's embeddings of {what}, "
               "coloured by true emotion")
   doc.heading("Resolved config")
   doc.code(config.to_json_best_effort(indent=2, sort_keys=True))

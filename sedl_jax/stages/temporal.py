@@ -125,13 +125,15 @@ def fit(cfg, train_emb: np.ndarray, workdir: str, meta: dict, mode: str = "train
   return model, jax.device_get(state.params)
 
 
+def feasible_horizons(horizons, length: int) -> list[int]:
+  """Horizons a sequence of `length` frames has at least one target for."""
+  return [int(h) for h in horizons if int(h) < length]
+
+
 def forecast_report(model, params, emb: np.ndarray, horizons) -> dict:
-  """Test MSE of the model and of both baselines at each horizon."""
+  """Test MSE of the model and of both baselines at each feasible horizon."""
   out = {}
-  for h in horizons:
-    h = int(h)
-    if h >= emb.shape[1]:
-      raise ValueError(f"temporal.horizons: {h} is not shorter than the sequences ({emb.shape[1]})")
+  for h in feasible_horizons(horizons, emb.shape[1]):
     pred = np.asarray(make_rollout(model, h)(params, jnp.asarray(emb)))
     target = emb[:, h:]
     out[str(h)] = {"model": sequence_mse(pred, target),
@@ -150,19 +152,30 @@ def restore(ctx):
 
 def run(ctx) -> dict:
   cfg = ctx.config.temporal
+  if ctx.data.sequences is None:
+    reason = (f"data source {ctx.data.source!r} has no sequences (frames in order): "
+              "nothing to predict; the temporal stage was skipped")
+    print(f"[temporal] {reason}")
+    return {"skipped": reason}
   emb = embeddings_lib.load(ctx)
   train = emb.unit_frames("train")
   model, params = fit(cfg, train, ctx.workdir, _meta(ctx, train.shape[-1], emb.step),
                       mode=ctx.mode, shuffle_seed=ctx.config.data.shuffle_seed)
   ctx.shared["temporal"] = (model, params)
+  length = emb.frames["test"].shape[1]
   result = {"test_mse": forecast_report(model, params, emb.unit_frames("test"), cfg.horizons),
             "num_test_sequences": int(emb.frames["test"].shape[0])}
+  too_long = [int(h) for h in cfg.horizons if int(h) not in feasible_horizons(cfg.horizons, length)]
+  if too_long:
+    result["horizons_not_evaluated"] = (f"{too_long}: not shorter than the {length}-frame "
+                                        "sequences (data.sequence_length)")
   if jax.process_index() == 0:
     path = os.path.join(ctx.workdir, "report", "temporal.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
       json.dump(result, f, indent=2)
-    h1 = result["test_mse"][str(cfg.horizons[0])]
-    print(f"[temporal] test MSE (h={cfg.horizons[0]}): model={h1['model']:.4f} "
+    first = next(iter(result["test_mse"]))
+    h1 = result["test_mse"][first]
+    print(f"[temporal] test MSE (h={first}): model={h1['model']:.4f} "
           f"persistence={h1['persistence']:.4f} sequence-mean={h1['sequence_mean']:.4f}")
   return result

@@ -66,7 +66,8 @@ class StageCheckpoints:
     for key, prefix in (("model", "config.model"), ("stage_model", f"config.{self.stage}")):
       if key in expected_meta or key in meta:
         diffs += config_diff(meta.get(key, {}), expected_meta.get(key, {}), prefix)
-    for key in ("image_size", "channels", "num_classes"):
+    # Same class names in the same order: a head's outputs mean those classes.
+    for key in ("image_size", "channels", "num_classes", "class_names"):
       if key in expected_meta and meta.get(key) != expected_meta[key]:
         diffs.append(f"{key}: checkpoint has {meta.get(key)!r}, config has {expected_meta[key]!r}")
     if diffs:

@@ -1,0 +1,125 @@
+"""Host-side decoding: files and pixel rows -> uint8 [H, W, C] at the config's size.
+
+Every failure raises `BadItem` with a reason a person can act on; the
+preparation step skips and counts the item instead of crashing the run.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov")
+
+
+class BadItem(Exception):
+  """An input item that cannot be used; the message is the reason."""
+
+
+def _to_mode(im: Image.Image, channels: int) -> np.ndarray:
+  """Any PIL mode (L, RGB, RGBA, P, I;16, F, ...) -> uint8 grey or RGB."""
+  if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+    a = np.asarray(im, np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+    im = Image.fromarray(a.astype(np.uint8), "L")
+  if im.mode in ("P", "PA", "LA", "RGBA") or "transparency" in im.info:
+    # Transparent pixels become white, as most viewers show them.
+    rgba = im.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    im = Image.alpha_composite(white, rgba)
+  im = im.convert("L" if channels == 1 else "RGB")
+  a = np.asarray(im, np.uint8)
+  return a[..., None] if a.ndim == 2 else a
+
+
+def decode_image_bytes(raw: bytes, channels: int) -> np.ndarray:
+  if not raw:
+    raise BadItem("empty file")
+  try:
+    with Image.open(io.BytesIO(raw)) as im:
+      im.load()  # raises on truncated data, which Image.open alone does not
+      return _to_mode(im, channels)
+  except UnidentifiedImageError:
+    raise BadItem("not a readable image (unknown or corrupt format)") from None
+  except (OSError, ValueError, SyntaxError) as e:
+    raise BadItem(f"unreadable image ({e})") from None
+
+
+def read_file(path: str) -> bytes:
+  try:
+    with open(path, "rb") as f:
+      return f.read()
+  except OSError as e:
+    raise BadItem(f"cannot read file ({e.strerror or e})") from None
+
+
+def square(image: np.ndarray) -> np.ndarray:
+  """Centre crop to a square, so resizing never distorts a face."""
+  h, w = image.shape[:2]
+  s = min(h, w)
+  top, left = (h - s) // 2, (w - s) // 2
+  return image[top:top + s, left:left + s]
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+  """Square uint8 image -> [size, size, C]; area averaging when shrinking
+  (no aliasing), bicubic when enlarging."""
+  h = image.shape[0]
+  if h == size:
+    return image
+  interp = cv2.INTER_AREA if h > size else cv2.INTER_CUBIC
+  c = image.shape[2]
+  out = cv2.resize(image, (size, size), interpolation=interp)
+  return out.reshape(size, size, c)
+
+
+def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
+  if image.shape[2] == channels:
+    return image
+  if channels == 1:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
+  return np.repeat(image, 3, axis=2)
+
+
+def video_frames(path: str, stride: int, max_frames: int, channels: int):
+  """Yields (frame index, uint8 [H, W, C]) for every `stride`-th frame of a video."""
+  cap = cv2.VideoCapture(path)
+  if not cap.isOpened():
+    raise BadItem("cannot open video (unknown codec or corrupt file)")
+  try:
+    index = kept = 0
+    while True:
+      ok, frame = cap.read()
+      if not ok:
+        break
+      if index % stride == 0:
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        yield index, convert_channels(rgb, channels)
+        kept += 1
+        if max_frames and kept >= max_frames:
+          break
+      index += 1
+    if index == 0:
+      raise BadItem("video has no decodable frames")
+  finally:
+    cap.release()
+
+
+def video_frame(path: str, index: int, channels: int) -> np.ndarray:
+  """One frame of a video by index (manifest rows that point into videos)."""
+  cap = cv2.VideoCapture(path)
+  if not cap.isOpened():
+    raise BadItem("cannot open video (unknown codec or corrupt file)")
+  try:
+    cap.set(cv2.CAP_PROP_POS_FRAMES, int(index))
+    ok, frame = cap.read()
+    if not ok:
+      raise BadItem(f"video has no frame {index}")
+    return convert_channels(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), channels)
+  finally:
+    cap.release()
