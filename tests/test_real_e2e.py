@@ -5,16 +5,12 @@ diffusion-FER pipeline reads a FER2013 CSV in test_card_e2e."""
 import json
 
 import data_fixtures as fx
-from configs import sedl
+from test_sedl_e2e import tiny_config
 from sedl_jax import runner
 
 
 def _sedl_tiny():
-  c = sedl.get_config("tiny")
-  c.contrastive.steps = 3
-  c.temporal.steps = 4
-  c.behaviour.steps = 4
-  c.supervised_cnn.steps = 3
+  c = tiny_config()
   c.report.tsne = False
   return c
 

@@ -168,6 +168,8 @@ def temporal(variant: str) -> ml_collections.ConfigDict:
   t.width = {"tiny": 32, "quick": 128, "paper": 256}[variant]
   t.dropout = 0.1
   t.positional = "learned"  # learned | sinusoidal
+  # mixture: attention-weighted average of past embeddings + update; residual: E(t) + update
+  t.output = "mixture"
   t.context_length = {"tiny": 8, "quick": 24, "paper": 48}[variant]
   t.horizons = (1, 2, 4)
   return t

@@ -14,6 +14,7 @@ TRAINED_STAGES = ("contrastive", "temporal", "behaviour", "supervised_cnn", "bar
 # Fields with a fixed set of values: (section, field) -> allowed.
 CHOICES = {
     ("temporal", "positional"): ("learned", "sinusoidal"),
+    ("temporal", "output"): ("mixture", "residual"),
     ("behaviour", "features"): ("static", "temporal", "static+temporal"),
     ("behaviour", "class_weighting"): ("none", "balanced"),
     ("supervised_cnn", "mode"): ("finetune", "linear"),

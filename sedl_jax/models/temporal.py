@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 POSITIONAL = ("learned", "sinusoidal")
+OUTPUTS = ("mixture", "residual")
 
 
 def sinusoidal_positions(length: int, width: int) -> np.ndarray:
@@ -55,6 +56,7 @@ class TemporalPredictor(nn.Module):
   dropout: float
   context_length: int
   positional: str = "learned"
+  output: str = "mixture"
 
   @nn.compact
   def __call__(self, emb, train: bool = False):
@@ -74,15 +76,45 @@ class TemporalPredictor(nn.Module):
     for i in range(self.layers):
       x = Block(self.heads, self.dropout, name=f"block{i}")(x, mask, train)
     context = nn.LayerNorm(name="ln_out")(x)
-    # Predict the change from the current frame: consecutive face embeddings are close,
-    # so starting at persistence (zero-initialised update) is the right prior.
+    if self.output not in OUTPUTS:
+      raise ValueError(f"temporal.output={self.output!r}: expected one of {OUTPUTS}")
+    # Start from the current frame (consecutive face embeddings are close): the
+    # update is zero-initialised, so training begins at persistence.
     delta = nn.Dense(d, kernel_init=nn.initializers.zeros, name="predict")(context)
-    pred = emb + delta
+    if self.output == "residual":
+      base = emb
+    else:
+      base = self._mixture(emb, context)
+    pred = base + delta
     pred = pred / jnp.maximum(jnp.linalg.norm(pred, axis=-1, keepdims=True), 1e-6)
     return pred, context
+
+
+  def _mixture(self, emb, context):
+    """A causal attention-weighted average of the past embeddings themselves.
+
+    Weights are softmax(-rate * age + q(t).k(s)): a learned recency decay (it
+    starts steep, i.e. at persistence) plus content matching from the
+    context (zero-initialised). Averaging recent frames removes per-frame
+    noise that a free-form update over few training sequences learns to
+    memorise instead (README: temporal model).
+    """
+    t = emb.shape[1]
+    # The decay starts at 1 (the previous frame weighs e^-1 of the current one).
+    # Adam moves a parameter by about lr per step and the decay must be free to
+    # move by O(1) in a few hundred steps, hence the factor 10.
+    raw = self.param("recency", nn.initializers.zeros, ())
+    rate = nn.softplus(np.log(np.expm1(1.0)) + 10.0 * raw)
+    age = jnp.arange(t)[:, None] - jnp.arange(t)[None, :]  # [t, s], >= 0 on the causal side
+    q = nn.Dense(32, kernel_init=nn.initializers.zeros, name="mix_query")(context)
+    k = nn.Dense(32, name="mix_key")(context)
+    logits = -rate * age + jnp.einsum("btc,bsc->bts", q, k) / np.sqrt(32.0)
+    logits = jnp.where(age >= 0, logits, -1e9)
+    weights = nn.softmax(logits, axis=-1)
+    return jnp.einsum("bts,bsd->btd", weights, emb)
 
 
 def build(cfg) -> TemporalPredictor:
   return TemporalPredictor(layers=int(cfg.layers), heads=int(cfg.heads), width=int(cfg.width),
                            dropout=float(cfg.dropout), context_length=int(cfg.context_length),
-                           positional=cfg.positional)
+                           positional=cfg.positional, output=cfg.get("output", "mixture"))

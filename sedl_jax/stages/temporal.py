@@ -84,7 +84,8 @@ def make_context_fn(model):
 def _meta(ctx, emb_dim: int, emb_step: int) -> dict:
   return {"stage": STAGE, "embedding_dim": int(emb_dim), "contrastive_step": int(emb_step),
           "stage_model": {k: ctx.config.temporal[k] for k in
-                          ("layers", "heads", "width", "dropout", "context_length", "positional")},
+                          ("layers", "heads", "width", "dropout", "context_length", "positional",
+                            "output")},
           "data_fingerprint": ctx.data.fingerprint}
 
 
