@@ -102,6 +102,16 @@ def test_restore_into_different_model_names_the_field(tmp_path):
     ck.restore(st, {"model": {"width": 0.25, "cbam": False}, "image_size": 48})
 
 
+def test_restore_with_other_class_names_fails(tmp_path):
+  """A head's outputs mean the classes it was trained on, in that order."""
+  ck = checkpoint.StageCheckpoints(str(tmp_path), "s")
+  st = train_state.create({"params": {"w": jnp.zeros(())}}, optax.sgd(0.1), jax.random.PRNGKey(0))
+  ck.save(1, st, {"class_names": ["angry", "happy"], "num_classes": 2})
+  ck.restore(st, {"class_names": ["angry", "happy"], "num_classes": 2})
+  with pytest.raises(checkpoint.CheckpointMismatch, match=r"class_names: checkpoint has \['angry', 'happy'\]"):
+    ck.restore(st, {"class_names": ["happy", "angry"], "num_classes": 2})
+
+
 def test_ema_warms_up_then_decays_at_the_configured_rate():
   """decay_t = min(d, (1 + t) / (10 + t)): 0.1 at step 0, d once (1 + t)/(10 + t) > d."""
   loss_fn = lambda p, bs, batch, rng: (jnp.sum((p["w"] - 1.0) ** 2), (bs, {}))

@@ -191,6 +191,7 @@ def run(ctx) -> dict:
              labels=test_y, subjects=test_subjects)
     with open(os.path.join(report, "behaviour.json"), "w") as f:
       json.dump(result, f, indent=2)
-    print(f"[behaviour] test frames: emotion acc={result['emotion']['accuracy']:.4f} "
+    what = "test frames" if data.sequences is not None else "test images"
+    print(f"[behaviour] {what}: emotion acc={result['emotion']['accuracy']:.4f} "
           f"F1={result['emotion']['f1_macro']:.4f} ({features})")
   return result
