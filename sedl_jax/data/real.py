@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def _ids(values: np.ndarray) -> np.ndarray:
   return np.asarray([index.get(v, -1) for v in values], np.int32)
 
 
-def _windows(a: dict, idx: np.ndarray, length: int, stride: int, trait_names):
+def _windows(a: dict, idx: np.ndarray, length: int, stride: int):
   """Fixed-length windows over each (subject, sequence) of one split."""
   groups = collections.defaultdict(list)
   for i in idx:
@@ -69,14 +70,16 @@ def _sequences(a, split_idx, labels, subjects, data_cfg, trait_names, report):
   out, info = {}, {"window_length": length, "window_stride": stride}
   traits_complete = bool(trait_names)
   for s in SPLITS:
-    windows, short = _windows(a, split_idx[s], length, stride, trait_names)
+    windows, short = _windows(a, split_idx[s], length, stride)
     info[s] = {"windows": len(windows), "sequences_shorter_than_window": len(short),
                "first_short": short[:5]}
     w = np.stack(windows) if windows else np.zeros((0, length), np.int64)
     traits = None
     if trait_names:
       t = a["traits"][w] if len(w) else np.zeros((0, length, len(trait_names)), np.float32)
-      traits = (np.nanmean(np.where(np.isnan(t), np.nan, t), axis=1) >= 0.5).astype(np.float32)
+      with warnings.catch_warnings():  # all-NaN windows are caught just below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        traits = (np.nanmean(t, axis=1) >= 0.5).astype(np.float32)
       traits_complete &= not np.isnan(t).all(axis=1).any()
     out[s] = SequenceSet(frames=a["image"][w], labels=labels[w].astype(np.int32),
                          subjects=subjects[w[:, 0]] if len(w) else np.zeros(0, np.int32),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 from sedl_jax.data import real, synthetic
@@ -10,7 +9,7 @@ from sedl_jax.data.types import FaceData
 
 DATASETS: dict[str, Callable[..., FaceData]] = {
     "synthetic": lambda data_cfg, workdir=None: synthetic.load(data_cfg),
-    **{name: functools.partial(real.load) for name in real.SCANNERS},
+    **{name: real.load for name in real.SCANNERS},
 }
 # Sources that read the user's files need `config.data.path`.
 NEEDS_PATH: frozenset[str] = frozenset(real.SCANNERS)
