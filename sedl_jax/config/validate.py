@@ -66,6 +66,12 @@ def validate(config, *, known_stages, num_devices: int, process_count: int = 1) 
     if len(fr) != 3 or min(fr) < 0 or fr[0] <= 0:
       raise ConfigError(f"config.data.split_fractions={fr}: need (train, val, test) >= 0, train > 0")
     _positive_int(config, "data.sequence_length")
+    _positive_int(config, "data.video_stride")
+    if d.video_fps < 0:
+      raise ConfigError(f"config.data.video_fps={d.video_fps}: must be >= 0 (0 = use video_stride)")
+    if d.sequence_length < 2:
+      raise ConfigError(f"config.data.sequence_length={d.sequence_length}: a sequence needs >= 2 "
+                        "frames to predict one from another")
     if d.folds and not 0 <= d.fold < d.folds:
       raise ConfigError(f"config.data.fold={d.fold}: must be in [0, data.folds={d.folds})")
   if d.channels not in (1, 3):

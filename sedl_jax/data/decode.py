@@ -86,11 +86,18 @@ def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
   return np.repeat(image, 3, axis=2)
 
 
-def video_frames(path: str, stride: int, max_frames: int, channels: int):
-  """Yields (frame index, uint8 [H, W, C]) for every `stride`-th frame of a video."""
+def video_frames(path: str, stride: int, max_frames: int, channels: int, fps: float = 0.0):
+  """Yields (frame index, uint8 [H, W, C]) for every `stride`-th frame of a
+  video, or, with `fps` > 0, for about `fps` frames per second of video."""
   cap = cv2.VideoCapture(path)
   if not cap.isOpened():
     raise BadItem("cannot open video (unknown codec or corrupt file)")
+  if fps > 0:
+    native = cap.get(cv2.CAP_PROP_FPS)
+    if not native or native <= 0:
+      cap.release()
+      raise BadItem("video reports no frame rate; set data.video_fps=0 and use data.video_stride")
+    stride = max(1, int(round(native / fps)))
   try:
     index = kept = 0
     while True:

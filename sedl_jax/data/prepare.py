@@ -47,6 +47,7 @@ def settings(data_cfg) -> dict:
       "no_face": data_cfg.no_face, "label_map": data_cfg.label_map,
       "extra_classes": data_cfg.extra_classes, "name_pattern": data_cfg.name_pattern,
       "video_stride": int(data_cfg.video_stride), "video_max_frames": int(data_cfg.video_max_frames),
+      "video_fps": float(data_cfg.video_fps),
   }
 
 
@@ -109,6 +110,7 @@ class _Decoder:
     self._local = threading.local()  # one cascade per thread: detectMultiScale is not thread-safe
     self.skip_no_face = prep["no_face"] == "skip"
     self.stride, self.max_frames = prep["video_stride"], prep["video_max_frames"]
+    self.fps = prep["video_fps"]
 
   def raw_frames(self, item):
     if item.kind == "file":
@@ -117,7 +119,7 @@ class _Decoder:
     elif item.kind == "pixels":
       yield item.frame, item.pixels, hashlib.sha1(item.pixels.tobytes()).hexdigest()
     elif item.kind == "video":
-      for idx, frame in decode.video_frames(item.path, self.stride, self.max_frames, 3):
+      for idx, frame in decode.video_frames(item.path, self.stride, self.max_frames, 3, self.fps):
         yield idx, frame, hashlib.sha1(frame.tobytes()).hexdigest()
     elif item.kind == "video_frame":
       frame = decode.video_frame(item.path, item.frame, 3)
