@@ -7,13 +7,13 @@ Writes `card_sampling.json` in --out. The encoder pass is not included: CARD's x
 features are computed once per image, before sampling, at the encoder's speed.
 """
 
-import json
 import os
-import platform
 import sys
 import time
 
 from absl import app, flags
+
+import bench_output
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -55,17 +55,14 @@ def main(argv):
   dt = (time.perf_counter() - t0) / _REPEATS.value
   result = {
       "benchmark": "card_sampling", "backend": jax.default_backend(),
-      "devices": [str(d) for d in jax.devices()], "host": platform.node(),
-      "cpu_count": os.cpu_count(), "num_samples": _SAMPLES.value, "timesteps": sched.timesteps,
+      "devices": [str(d) for d in jax.devices()], **bench_output.machine(),
+      "num_samples": _SAMPLES.value, "timesteps": sched.timesteps,
       "hidden": c.card.hidden, "feature_dim": feat_dim, "batch_images": batch,
       "seconds_per_batch": dt, "images_per_s": batch / dt,
       "network_evaluations_per_s": batch * _SAMPLES.value * sched.timesteps / dt,
       "compile_s": compile_s,
   }
-  os.makedirs(_OUT.value, exist_ok=True)
-  with open(os.path.join(_OUT.value, "card_sampling.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  print(json.dumps(result, indent=2))
+  bench_output.write(_OUT.value, "card_sampling", result)
 
 
 if __name__ == "__main__":

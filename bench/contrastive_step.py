@@ -7,14 +7,14 @@ Writes `contrastive_step.json` in --out. Peak memory is the device allocator's
 peak where the backend reports it (GPU), else the process's peak RSS (CPU).
 """
 
-import json
 import os
-import platform
 import resource
 import sys
 import time
 
 from absl import app, flags
+
+import bench_output
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -72,19 +72,15 @@ def measure(variant: str, steps: int) -> dict:
 
 def main(argv):
   import jax
-  os.makedirs(_OUT.value, exist_ok=True)
   result = {
       "benchmark": "contrastive_train_step",
       "backend": jax.default_backend(),
       "devices": [str(d) for d in jax.devices()],
       "device_count": jax.device_count(),
-      "host": platform.node(), "cpu_count": os.cpu_count(),
+      **bench_output.machine(),
       "results": [measure(v, _STEPS.value) for v in _VARIANTS.value],
   }
-  path = os.path.join(_OUT.value, "contrastive_step.json")
-  with open(path, "w") as f:
-    json.dump(result, f, indent=2)
-  print(json.dumps(result, indent=2))
+  bench_output.write(_OUT.value, "contrastive_step", result)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,14 @@ Writes `prepare_data.json` in --out. The folder is written first (synthetic face
 PNG/JPEG/BMP/... at 40-56 px, as in the tests) into a temporary directory.
 """
 
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
 
 from absl import app, flags
+
+import bench_output
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -48,7 +48,7 @@ def main(argv):
     timings[run] = time.perf_counter() - t0
   n = sum(len(data.images[s]) for s in ("train", "val", "test"))
   result = {
-      "benchmark": "prepare_data", "host": platform.node(), "cpu_count": os.cpu_count(),
+      "benchmark": "prepare_data", **bench_output.machine(),
       "images": n, "image_size": _SIZE.value, "face_crop": _FACE_CROP.value,
       "threads": _THREADS.value,
       "build_s": timings["build"], "build_images_per_s": n / timings["build"],
@@ -56,10 +56,7 @@ def main(argv):
       "note": "build = scan + content hash + decode + resize + TFDS ArrayRecord write + read back "
               "+ split; reuse = scan + content hash + read back + split",
   }
-  os.makedirs(_OUT.value, exist_ok=True)
-  with open(os.path.join(_OUT.value, "prepare_data.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  print(json.dumps(result, indent=2))
+  bench_output.write(_OUT.value, "prepare_data", result)
 
 
 if __name__ == "__main__":

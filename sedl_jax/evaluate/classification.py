@@ -35,23 +35,10 @@ def class_weights(labels: np.ndarray, num_classes: int, how: str) -> np.ndarray:
 
 
 def plot_confusion(confusion, class_names, path: str, title: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  """Counts in the cells, colour by row-normalised rate (recall per true class)."""
+  from sedl_jax.evaluate import plots
   cm = np.asarray(confusion, dtype=float)
   norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-  fig, ax = plt.subplots(figsize=(5.5, 4.8))
-  im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-  ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-  ax.set_yticks(range(len(class_names)), class_names)
-  for i in range(cm.shape[0]):
-    for j in range(cm.shape[1]):
-      ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-              color="white" if norm[i, j] > 0.5 else "black")
-  ax.set_xlabel("predicted")
-  ax.set_ylabel("true")
-  ax.set_title(title)
-  fig.colorbar(im, ax=ax, fraction=0.046)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plots.class_matrix(norm, class_names, path, title=title, xlabel="predicted", ylabel="true",
+                     cmap="Blues", vmax=1, labels=[[str(int(v)) for v in row] for row in cm],
+                     light_text=norm > 0.5)

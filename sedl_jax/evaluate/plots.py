@@ -63,26 +63,37 @@ def trajectories(probs: np.ndarray, truth: np.ndarray, names, path: str, *, coun
   plt.close(fig)
 
 
-def transition_heatmap(matrix: np.ndarray, names, path: str,
-                       title: str = "emotion transitions P(next | current)") -> None:
+def class_matrix(values: np.ndarray, names, path: str, *, title: str, xlabel: str, ylabel: str,
+                 cmap: str, vmax: float, labels, light_text) -> None:
+  """A class-by-class matrix as an image, `labels[i][j]` written in each cell
+  (empty strings are left out), in white where `light_text[i, j]`."""
   plt = _plt()
-  m = np.asarray(matrix, float)
   fig, ax = plt.subplots(figsize=(5.5, 4.8))
-  im = ax.imshow(m, cmap="magma", vmin=0, vmax=max(m.max(), 1e-9))
+  im = ax.imshow(values, cmap=cmap, vmin=0, vmax=vmax)
   ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
   ax.set_yticks(range(len(names)), names)
-  for i in range(m.shape[0]):
-    for j in range(m.shape[1]):
-      if m[i, j] > 0:
-        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                color="black" if m[i, j] > 0.5 * m.max() else "white")
-  ax.set_xlabel("next emotion")
-  ax.set_ylabel("current emotion")
+  for i in range(values.shape[0]):
+    for j in range(values.shape[1]):
+      if labels[i][j]:
+        ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=7,
+                color="white" if light_text[i, j] else "black")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
   ax.set_title(title)
   fig.colorbar(im, ax=ax, fraction=0.046)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def transition_heatmap(matrix: np.ndarray, names, path: str,
+                       title: str = "emotion transitions P(next | current)") -> None:
+  m = np.asarray(matrix, float)
+  labels = [[f"{v:.2f}" if v > 0 else "" for v in row] for row in m]
+  # magma is dark at low values: light text there.
+  class_matrix(m, names, path, title=title, xlabel="next emotion", ylabel="current emotion",
+               cmap="magma", vmax=max(m.max(), 1e-9), labels=labels,
+               light_text=m <= 0.5 * m.max())
 
 
 def reliability(mean_conf: np.ndarray, acc: np.ndarray, count: np.ndarray, path: str,
