@@ -5,11 +5,16 @@
   python launch.py --config=configs/sedl.py --config.contrastive.epochs=5
 
 Flags:
-  --config    a config file with get_config(arg); `file.py:ARG` picks a variant,
-              `--config.a.b=v` overrides any field.
-  --workdir   where checkpoints, metrics, reports and config.json go.
-  --mode      train (train what has no finished checkpoint, then evaluate) or
-              eval (restore checkpoints and evaluate, no training).
+  --config       a config file with get_config(arg); `file.py:ARG` picks a variant,
+                 `--config.a.b=v` overrides any field.
+  --workdir      where checkpoints, metrics, reports and config.json go.
+  --mode         train (train what has no finished checkpoint, then evaluate) or
+                 eval (restore checkpoints and evaluate, no training).
+  --cpu_devices  XLA CPU devices: auto (one per usable core) or N.
+  --distributed  auto | on | off: start jax.distributed from JAX_* / SLURM / Open MPI.
+
+Exit status: 0 done; 2 bad input (config, data, environment), with one message
+naming what to fix.
 """
 
 import logging
@@ -23,33 +28,62 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Output directory of the run.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
                           "train: train then evaluate; eval: restore checkpoints and evaluate.")
+_CPU_DEVICES = flags.DEFINE_string(
+    "cpu_devices", "auto",
+    "XLA CPU devices when running on the CPU: 'auto' = one per usable core (lowered to the "
+    "largest count dividing every batch size), or a number. Ignored when XLA_FLAGS sets "
+    "--xla_force_host_platform_device_count.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "on", "off"],
+    "Multi-process start: auto = when JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID "
+    "are set, or a SLURM / Open MPI task count > 1; on = require it; off = never.")
 flags.mark_flags_as_required(["config"])
+
+
+def _fail(message: str) -> None:
+  print(message, file=sys.stderr)
+  sys.exit(2)
+
+
+def _batch_sizes(config) -> list[int]:
+  return [int(section.batch_size) for section in config.values()
+          if hasattr(section, "get") and isinstance(section.get("batch_size"), int)]
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  # Imported after flag parsing so that --help stays fast.
-  from sedl_jax import distributed, runner
+  # Both before anything starts a JAX backend: the device count and the
+  # distributed runtime are fixed when it starts.
+  from sedl_jax import cpu_devices, distributed
+  try:
+    count, note = cpu_devices.choose(_CPU_DEVICES.value, _batch_sizes(_CONFIG.value))
+  except ValueError as e:
+    _fail(f"error: {e}")
+  if note:
+    print(note)
+  cpu_devices.apply(count)
+  try:
+    distributed.maybe_initialize(_DISTRIBUTED.value)
+  except distributed.DistributedConfigError as e:
+    _fail(f"error: {e}")
+
+  from sedl_jax import runner
   from sedl_jax.config.validate import ConfigError
   from sedl_jax.data.real import DataError
-  from sedl_jax.stages.registry import StageNotBuilt
+  from sedl_jax.train.checkpoint import CheckpointMismatch, MissingCheckpoint
 
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
   logging.getLogger().setLevel(logging.WARNING)
-  distributed.maybe_initialize()
   try:
     runner.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
   except ConfigError as e:
-    print(f"config error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(f"config error: {e}")
   except DataError as e:
-    print(f"data error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except StageNotBuilt as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(3)
+    _fail(f"data error: {e}")
+  except (MissingCheckpoint, CheckpointMismatch) as e:
+    _fail(f"checkpoint error: {e}")
 
 
 if __name__ == "__main__":

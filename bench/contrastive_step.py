@@ -21,6 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _OUT = flags.DEFINE_string("out", "bench/results", "Output folder for the JSON.")
 _VARIANTS = flags.DEFINE_list("variants", ["quick", "paper"], "Config variants to measure.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps after the compile step.")
+_CPU_DEVICES = flags.DEFINE_string(
+    "cpu_devices", "auto", "XLA CPU devices: auto (one per usable core, as launch.py) or N.")
 _PAPER_BATCH = flags.DEFINE_integer("paper_batch", 0,
                                     "Override the paper batch (0 = config; CPU uses 32).")
 
@@ -30,7 +32,7 @@ def measure(variant: str, steps: int) -> dict:
   import numpy as np
   from configs import sedl
   from sedl_jax.stages import pretrain as contrastive
-  from sedl_jax.train import optim, state as train_state
+  from sedl_jax.train import optim, stage as stage_lib, state as train_state
   from sedl_jax.train.mesh import DataParallel
 
   c = sedl.get_config(variant)
@@ -41,9 +43,10 @@ def measure(variant: str, steps: int) -> dict:
     batch = c.contrastive.batch_size
   batch = max(dp.num_devices, batch // dp.num_devices * dp.num_devices)
   size, ch = c.data.image_size, c.data.channels
-  model = contrastive.build_model(c, 7)
+  spec = contrastive.make_model_spec(c, 7, (size, size, ch))
+  model = spec.model
   tx, sched = optim.make_optimizer(c.contrastive.optimizer, 1000, 100)
-  st = dp.replicate(contrastive.init_state(model, c, (size, size, ch), tx))
+  st = dp.replicate(stage_lib.initial_state(spec, tx, c.contrastive.seed))
   step = dp.jit_step(train_state.make_train_step(contrastive.make_loss_fn(model, c, size), tx, sched))
   rng = np.random.default_rng(0)
   data = {"image": rng.integers(0, 256, (batch, size, size, ch), dtype=np.uint8),
@@ -71,12 +74,19 @@ def measure(variant: str, steps: int) -> dict:
 
 
 def main(argv):
+  from sedl_jax import cpu_devices
+  # As launch.py does, before JAX starts: one XLA device per usable core on the CPU.
+  count, note = cpu_devices.choose(_CPU_DEVICES.value, [32, 128])
+  if note:
+    print(note)
+  cpu_devices.apply(count)
   import jax
   result = {
       "benchmark": "contrastive_train_step",
       "backend": jax.default_backend(),
       "devices": [str(d) for d in jax.devices()],
       "device_count": jax.device_count(),
+      "cpu_devices_flag": _CPU_DEVICES.value,
       **bench_output.machine(),
       "results": [measure(v, _STEPS.value) for v in _VARIANTS.value],
   }

@@ -39,6 +39,5 @@ def get_config(arg=None):
   c.barlow = defaults.barlow(variant)
   c.classifier = defaults.classifier(variant)
   c.card = defaults.card(variant)
-  c.ablations = ml_collections.ConfigDict()  # settings of the `ablations` stage (none yet)
   c.report = ml_collections.ConfigDict(dict(num_examples=8))
   return ablations.apply(c, ablation)

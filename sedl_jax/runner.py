@@ -1,55 +1,70 @@
-"""Runs the stages a config lists, in order, in one workdir."""
+"""Runs the stages a config lists, in order, in one workdir.
+
+A config may first name sub-runs (the diffusion paper's Table-3 rows: each its
+own pipeline in `workdir/<row>/`); they run before the config's own stages,
+which can then read their results (`results.read(workdir/<row>, stage)`).
+"""
 
 from __future__ import annotations
 
-import json
-import logging
 import os
+import time
 
 import jax
 from tqdm import tqdm
 
+from sedl_jax import atomic_io, results
+from sedl_jax.config import ablations
 from sedl_jax.config.validate import validate
 from sedl_jax.stages import registry
 from sedl_jax.stages.context import Context
+from sedl_jax.train.mesh import barrier
 
 MODES = ("train", "eval")
 
 
 def run(config, workdir: str, mode: str = "train") -> dict:
-  """Validates, writes `workdir/config.json`, runs each stage; returns results.
-
-  Raises `StageNotBuilt` after the built stages ran when some listed stage is
-  not built yet, so the caller exits non-zero instead of reporting a partial
-  pipeline as done.
-  """
+  """Validates, writes `workdir/config.json`, runs every sub-run and stage;
+  returns {stage: metrics} (also written to `workdir/results.json`; the wall time
+  of loading the data and of each stage goes to `workdir/timings.json`)."""
   if mode not in MODES:
     raise ValueError(f"--mode={mode!r}: expected one of {MODES}")
-  validate(config, known_stages=registry.STAGES, num_devices=jax.device_count(),
-           process_count=jax.process_count())
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  stages = tuple(config.stages)
-  missing = [s for s in stages if not registry.is_built(s, config.get("pipeline"))]
-  if missing:
-    logging.warning("not built yet: %s (they will be skipped and the run will fail)",
-                    ", ".join(missing))
+  subs = ablations.sub_runs(config)
+  for c in [config] + [sub for _, sub in subs]:  # every bad value, before anything compiles
+    validate(c, known_stages=registry.STAGES, num_devices=jax.device_count(),
+             process_count=jax.process_count())
+  lead = jax.process_index() == 0
+  if lead:
+    atomic_io.write_text(os.path.join(workdir, "config.json"),
+                         config.to_json_best_effort(indent=2, sort_keys=True))
+  out = {}
+  for name, sub in subs:
+    print(f"[runner] sub-run {name!r}: {ablations.DESCRIPTIONS[name]}")
+    out[name] = run(sub, os.path.join(workdir, name), mode)
   ctx = Context(config=config, workdir=workdir, mode=mode)
-  results = {}
-  bar = tqdm(stages, desc="stages", unit="stage", disable=len(stages) < 2)
+  stages = tuple(config.stages)
+  timings = {"data": _timed_data(ctx)}
+  bar = tqdm(stages, desc="stages", unit="stage", disable=len(stages) < 2 or not lead)
   for stage in bar:
     bar.set_postfix_str(stage)
-    if stage in missing:
-      continue
-    results[stage] = registry.STAGES[stage](ctx)
-  if missing:
-    done = [s for s in stages if s not in missing]
-    raise registry.StageNotBuilt(
-        f"these stages are not built yet: {', '.join(missing)}; "
-        f"ran: {', '.join(done) if done else 'nothing'}. No results were produced for them.")
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2, default=str)
-  return results
+    start = time.perf_counter()
+    result = registry.STAGES[stage](ctx)
+    timings[stage] = round(time.perf_counter() - start, 2)
+    ctx.results[stage] = result
+    out[stage] = result.metrics
+    if lead:
+      results.write(workdir, stage, result)
+      if result.summary:
+        tqdm.write(result.summary)
+    barrier(f"sedl_jax stage {stage} written")  # later stages may read it back
+  if lead:
+    atomic_io.write_json(os.path.join(workdir, "results.json"), out)
+    atomic_io.write_json(os.path.join(workdir, "timings.json"), timings)
+    print("[runner] wall time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+  return out
+
+
+def _timed_data(ctx) -> float:
+  start = time.perf_counter()
+  ctx.data  # loads (or generates) the dataset once, for every stage
+  return round(time.perf_counter() - start, 2)

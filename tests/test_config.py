@@ -17,9 +17,16 @@ def _check(c, devices=1):
 
 @pytest.mark.parametrize("variant", ["tiny", "quick", "paper"])
 def test_all_variants_validate(variant):
-  _check(sedl.get_config(variant))
-  for ab in ("proposed", "r18_cbam", "r18"):
-    _check(card_fer.get_config(f"{variant},ablation={ab}"))
+  configs = [sedl.get_config(variant)] + [card_fer.get_config(f"{variant},ablation={ab}")
+                                          for ab in ("proposed", "r18_cbam", "r18")]
+  for c in configs:
+    for devices in (1, 2, 4):  # every shipped batch size splits over 1, 2 or 4 devices
+      _check(c, devices=devices)
+  # What validation guarantees the stages: each listed stage has its section, and
+  # `report` is the last stage of its pipeline.
+  for c in configs:
+    assert all(s in c for s in c.stages) and c.stages[-1] == "report"
+  assert card_fer.get_config(f"{variant}").stages == ("report",)  # rows run as sub-runs
 
 
 def test_paper_values():
@@ -48,12 +55,40 @@ def test_unknown_variant_and_ablation():
     (lambda c: setattr(c.data, "channels", 2), "config.data.channels"),
     (lambda c: setattr(c.data, "name", "imagenet"), "config.data.name"),
     (lambda c: setattr(c.contrastive, "epochs", 0), "config.contrastive.epochs"),
+    (lambda c: setattr(c.contrastive.optimizer, "lr", -1e-3), "config.contrastive.optimizer.lr"),
+    (lambda c: setattr(c.temporal.optimizer, "lr", float("nan")), "config.temporal.optimizer.lr"),
+    (lambda c: setattr(c.contrastive, "temperature", 0.0), "config.contrastive.temperature"),
+    (lambda c: setattr(c.behaviour, "keep_checkpoints", 0), "config.behaviour.keep_checkpoints"),
+    (lambda c: setattr(c.supervised_cnn, "log_every_steps", 0),
+     "config.supervised_cnn.log_every_steps"),
+    (lambda c: setattr(c.temporal, "checkpoint_every_steps", 0),
+     "config.temporal.checkpoint_every_steps"),
 ])
 def test_validation_names_the_field(mutate, field):
   c = sedl.get_config("quick")
   c.model.stem = "imagenet" if field == "config.data.image_size" else c.model.stem
   mutate(c)
   with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+    _check(c)
+
+
+@pytest.mark.parametrize("field, value", [("num_samples", 0), ("timesteps", 1),
+                                          ("eval_batch_size", 0)])
+def test_card_sampling_fields_are_checked(field, value):
+  c = card_fer.get_config("tiny,ablation=proposed")
+  c.card[field] = value
+  with pytest.raises(ConfigError, match=rf"config\.card\.{field}="):
+    _check(c)
+
+
+def test_data_path_kind_is_checked(tmp_path):
+  c = sedl.get_config("tiny")
+  c.data.name, c.data.path = "image_folder", str(tmp_path / "f.csv")
+  (tmp_path / "f.csv").write_text("x")
+  with pytest.raises(ConfigError, match=r"config\.data\.path=.*reads a folder, not a file"):
+    _check(c)
+  c.data.name, c.data.path = "fer2013", str(tmp_path)
+  with pytest.raises(ConfigError, match=r"config\.data\.path=.*reads one file"):
     _check(c)
 
 

@@ -90,8 +90,29 @@ def test_eval_mode_reproduces_saved_probe_metrics(finished_run):
   assert again["step"] == 6
 
 
+def test_restoring_for_use_builds_no_training_state(finished_run, monkeypatch):
+  """Only the inference variables are read: no optimiser, no TrainState."""
+  workdir, _ = finished_run
+  from sedl_jax.stages import pretrain
+  from sedl_jax.stages.context import Context
+  from sedl_jax.train import optim, state as train_state
+
+  def forbidden(*a, **k):
+    raise AssertionError("restoring a model for use built training state")
+
+  monkeypatch.setattr(optim, "make_optimizer", forbidden)
+  monkeypatch.setattr(train_state, "create", forbidden)
+  trained = pretrain.restore(Context(tiny_config(), str(workdir)), "contrastive")
+  step, full = _final_params(workdir)
+  assert trained.step == step == 6
+  for x, y in zip(jax.tree.leaves(trained.variables["params"]), jax.tree.leaves(full["params"])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert trained.meta["input_shapes"] == [[[1, 32, 32, 1], "float32"]]
+
+
 def test_eval_without_checkpoint_fails_clearly(tmp_path):
-  with pytest.raises(FileNotFoundError, match="no checkpoint.*train first"):
+  with pytest.raises(checkpoint.MissingCheckpoint,
+                     match="no checkpoint.*train stage 'contrastive' first"):
     runner.run(tiny_config(), str(tmp_path), mode="eval")
 
 

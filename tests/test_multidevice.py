@@ -16,15 +16,16 @@ assert jax.device_count() == 4, jax.devices()
 from configs import card_fer, sedl
 from sedl_jax.data import synthetic
 from sedl_jax.stages import pretrain as contrastive
-from sedl_jax.train import optim, state as train_state
+from sedl_jax.train import optim, stage as stage_lib, state as train_state
 from sedl_jax.train.mesh import DataParallel
 
 stage = sys.argv[1]
 c = sedl.get_config("tiny") if stage == "contrastive" else card_fer.get_config("tiny,ablation=proposed")
 data = synthetic.load(c.data)
-model = contrastive.build_model(c, 7, stage)
 tx, sched = optim.make_optimizer(c[stage].optimizer, 10, 5)
-st = contrastive.init_state(model, c, data.image_shape, tx, stage)
+spec = contrastive.make_model_spec(c, 7, data.image_shape, stage)
+model = spec.model
+st = stage_lib.initial_state(spec, tx, c[stage].seed)
 loss_fn = contrastive.make_loss_fn(model, c, data.image_shape[0], stage)
 batch = {"image": data.images["train"].images[:16], "label": data.images["train"].labels[:16]}
 rng = jax.random.PRNGKey(3)
@@ -60,12 +61,21 @@ dp = DataParallel.create()
 step = dp.jit_step(train_state.make_train_step(loss_fn, tx, sched))
 s4, m4 = step(dp.replicate(st), dp.shard_local(batch))
 dp1 = DataParallel.create(jax.devices()[:1])
-st1 = contrastive.init_state(model, c, data.image_shape, tx, stage)
+st1 = stage_lib.initial_state(spec, tx, c[stage].seed)
 s1, m1 = dp1.jit_step(train_state.make_train_step(loss_fn, tx, sched))(dp1.replicate(st1), dp1.shard_local(batch))
-# Adam's first step is lr * g / (|g| + eps): for gradients near zero, float32 summation
-# order (1e-7) moves the update noticeably, so the parameters get a looser bound.
-for x, y in zip(jax.tree.leaves(jax.device_get(s1)), jax.tree.leaves(jax.device_get(s4))):
-  np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4)
+# Adam's first update is -lr * g / (|g| + eps) per element, so it lies in [-lr, lr]
+# whatever g is: where float32 summation order (compared tightly above) flips or
+# shrinks a near-zero gradient, the parameters can differ by up to 2 * lr, and by
+# no more. The step counters, rngs and moments are compared with the gradient bound.
+lr = float(sched(0))
+p1, p4 = jax.device_get((s1.params, s4.params))
+for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
+  assert np.abs(np.asarray(x) - np.asarray(y)).max() <= 2 * lr * (1 + 1e-6), np.abs(x - y).max()
+assert int(s1.step) == int(s4.step) == 1
+mu1, mu4 = jax.device_get((s1.opt_state, s4.opt_state))
+for x, y in zip(jax.tree.leaves(mu1), jax.tree.leaves(mu4)):
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  assert np.abs(x - y).max() <= 1e-5 * max(np.abs(x).max(), 1.0)
 print("MULTIDEVICE_OK", float(one[0]))
 '''
 

@@ -23,7 +23,7 @@ def test_sedl_on_ckplus_named_folder(tmp_path):
   c.stages = ("contrastive", "temporal", "behaviour", "report")
   c.report.baselines = ("random_forest", "kmeans", "simclr_linear")
   results = runner.run(c, str(tmp_path / "w"))
-  metrics = json.load(open(tmp_path / "w" / "report" / "metrics.json"))
+  metrics = json.load(open(tmp_path / "w" / "report" / "report.json"))
   assert metrics["evaluated_on"].startswith("every labelled frame")
   # Horizon 4 does not fit 3-frame windows: reported, not crashed.
   assert set(results["temporal"]["test_mse"]) == {"1", "2"}
@@ -44,7 +44,7 @@ def test_sedl_on_image_folder_without_sequences(tmp_path):
   results = runner.run(c, str(tmp_path / "w"))
   assert "no sequences" in results["temporal"]["skipped"]
   assert results["behaviour"]["features"] == "static"
-  metrics = json.load(open(tmp_path / "w" / "report" / "metrics.json"))
+  metrics = json.load(open(tmp_path / "w" / "report" / "report.json"))
   assert metrics["evaluated_on"].startswith("the test-split images")
   assert metrics["num_test_frames"] == sum(json.load(open(tmp_path / "w" / "data_report.json"))
                                            ["class_counts"]["test"].values())

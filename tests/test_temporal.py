@@ -7,12 +7,21 @@ import numpy as np
 from configs import sedl
 from sedl_jax.models import temporal as temporal_model
 from sedl_jax.stages import temporal
+from sedl_jax.stages.context import Context
 
 
 def small_cfg(**kw):
   c = sedl.get_config("tiny").temporal
   c.update(kw)
   return c
+
+
+def fit(cfg, train, workdir):
+  """The temporal stage's own fit, through the stage machinery, on given sequences."""
+  config = sedl.get_config("tiny")
+  config.temporal = cfg
+  trained = temporal.fit(Context(config, workdir), train)
+  return trained.model, trained.variables["params"]
 
 
 def test_sinusoidal_table_matches_formula():
@@ -77,7 +86,7 @@ def test_predictor_beats_persistence_on_known_dynamics(tmp_path):
   cfg = small_cfg(steps=300, batch_size=32, width=32, dropout=0.0, log_every_steps=100,
                   checkpoint_every_steps=300)
   cfg.optimizer.lr = 3e-3
-  model, params = temporal.fit(cfg, train, str(tmp_path), {"stage": "temporal"})
+  model, params = fit(cfg, train, str(tmp_path))
   report = temporal.forecast_report(model, params, test, (1, 2))
   for h in ("1", "2"):
     assert report[h]["model"] < 0.2 * report[h]["persistence"], report
@@ -113,7 +122,7 @@ def test_predictor_averages_out_per_frame_noise(tmp_path):
   cfg = small_cfg(steps=150, batch_size=32, width=32, log_every_steps=150,
                   checkpoint_every_steps=150)
   cfg.optimizer.lr = 3e-3
-  model, params = temporal.fit(cfg, train, str(tmp_path), {"stage": "temporal"})
+  model, params = fit(cfg, train, str(tmp_path))
   report = temporal.forecast_report(model, params, test, (1,))
   # The oracle (the sequence mean) is at ~0.68 of persistence here.
   assert report["1"]["model"] < 0.8 * report["1"]["persistence"], report

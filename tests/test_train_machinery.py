@@ -88,28 +88,28 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     loop.train(spec, st, step, batches, ck, {"stage": "toy"}, w)
   w.close()
   assert ck.latest_step() == 6
-  restored, meta = ck.restore(st, {})
-  assert np.isfinite(float(restored.params["w"])) and meta["step"] == 6
+  restored = ck.restore_state(st, {})
+  assert np.isfinite(float(restored.params["w"])) and ck.read_meta()["step"] == 6
 
 
 def test_restore_into_different_model_names_the_field(tmp_path):
   ck = checkpoint.StageCheckpoints(str(tmp_path), "s")
   st = train_state.create({"params": {"w": jnp.zeros(())}}, optax.sgd(0.1), jax.random.PRNGKey(0))
-  ck.save(1, st, {"model": {"width": 0.25, "cbam": False}, "image_size": 32})
+  ck.save(1, st, {"params": st.params}, {"model": {"width": 0.25, "cbam": False}, "image_size": 32})
   with pytest.raises(checkpoint.CheckpointMismatch, match=r"config\.model\.width: checkpoint has 0\.25, config has 0\.5"):
-    ck.restore(st, {"model": {"width": 0.5, "cbam": False}, "image_size": 32})
+    ck.restore_state(st, {"model": {"width": 0.5, "cbam": False}, "image_size": 32})
   with pytest.raises(checkpoint.CheckpointMismatch, match="image_size"):
-    ck.restore(st, {"model": {"width": 0.25, "cbam": False}, "image_size": 48})
+    ck.restore_model({"params": st.params}, {"model": {"width": 0.25, "cbam": False}, "image_size": 48})
 
 
 def test_restore_with_other_class_names_fails(tmp_path):
   """A head's outputs mean the classes it was trained on, in that order."""
   ck = checkpoint.StageCheckpoints(str(tmp_path), "s")
   st = train_state.create({"params": {"w": jnp.zeros(())}}, optax.sgd(0.1), jax.random.PRNGKey(0))
-  ck.save(1, st, {"class_names": ["angry", "happy"], "num_classes": 2})
-  ck.restore(st, {"class_names": ["angry", "happy"], "num_classes": 2})
+  ck.save(1, st, {"params": st.params}, {"class_names": ["angry", "happy"], "num_classes": 2})
+  ck.restore_state(st, {"class_names": ["angry", "happy"], "num_classes": 2})
   with pytest.raises(checkpoint.CheckpointMismatch, match=r"class_names: checkpoint has \['angry', 'happy'\]"):
-    ck.restore(st, {"class_names": ["happy", "angry"], "num_classes": 2})
+    ck.restore_model({"params": st.params}, {"class_names": ["happy", "angry"], "num_classes": 2})
 
 
 def test_ema_warms_up_then_decays_at_the_configured_rate():

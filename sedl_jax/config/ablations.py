@@ -1,4 +1,5 @@
-"""The diffusion paper's Table 3 rows as config edits, and `all` to run every row."""
+"""The diffusion paper's Table 3 rows as config edits, and `all` to run every row
+as a sub-run (each its own pipeline in `workdir/<row>/`) before one report."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ PAPER_AFFECTNET = (68.1, 67.9)
 
 
 def apply(config, ablation: str):
-  """Edits `config` in place into one Table-3 row (or `all`: every row, then the report)."""
+  """Edits `config` in place into one Table-3 row (or `all`: every row as a sub-run,
+  then the report)."""
   if ablation not in ABLATIONS + ("all",):
     raise ValueError(f"ablation={ablation!r}: expected one of {ABLATIONS + ('all',)}")
   config.ablation = ablation
   if ablation == "all":
-    config.stages = ("ablations", "report")
+    config.stages = ("report",)
     return config
   ssl = ablation == "proposed"
   config.stages = ("barlow", "classifier", "card", "report") if ssl else ("classifier", "card", "report")
@@ -33,3 +35,17 @@ def apply(config, ablation: str):
 def row_config(config, ablation: str):
   """A copy of an `all` config turned into one row (command-line overrides kept)."""
   return apply(copy.deepcopy(config), ablation)
+
+
+def rows(config) -> tuple[str, ...]:
+  """The Table-3 rows a config's report covers."""
+  if config.get("ablation") == "all":
+    return ABLATIONS
+  return (config.ablation,) if config.get("ablation") else ()
+
+
+def sub_runs(config):
+  """(name, config) of each sub-run a config asks for before its own stages."""
+  if config.get("ablation") != "all":
+    return []
+  return [(name, row_config(config, name)) for name in ABLATIONS]

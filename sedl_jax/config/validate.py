@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from sedl_jax.data import sources
@@ -11,35 +12,54 @@ from sedl_jax.data import sources
 STEM_DOWNSAMPLING = {"small": 8, "strided": 16, "imagenet": 32}
 TRAINED_STAGES = ("contrastive", "temporal", "behaviour", "supervised_cnn", "barlow", "classifier",
                   "card")
-# Fields with a fixed set of values: (section, field) -> allowed.
-CHOICES = {
-    ("temporal", "positional"): ("learned", "sinusoidal"),
-    ("temporal", "output"): ("mixture", "residual"),
-    ("behaviour", "features"): ("static", "temporal", "static+temporal"),
-    ("behaviour", "class_weighting"): ("none", "balanced"),
-    ("supervised_cnn", "mode"): ("finetune", "linear"),
-    ("supervised_cnn", "init"): ("scratch", "contrastive", "barlow"),
-    ("classifier", "mode"): ("finetune", "linear"),
-    ("classifier", "init"): ("scratch", "contrastive", "barlow"),
-    ("classifier", "class_weighting"): ("none", "balanced"),
-    ("report", "random_forest_features"): ("hog", "pixels"),
-}
+PIPELINES = ("sedl", "card_fer")
+# Sources whose `data.path` is one file (the others read a folder).
+FILE_SOURCES = ("fer2013", "manifest")
 
 
 class ConfigError(ValueError):
   """A config value that cannot work; the message names the field."""
 
 
-def _positive_int(config, field: str) -> int:
+def choices() -> dict[tuple[str, str], tuple[str, ...]]:
+  """(section, field) -> allowed values, taken from the modules that use them."""
+  from sedl_jax.models import temporal as temporal_model
+  from sedl_jax.stages import behaviour, classifier
+  out = {("temporal", "positional"): temporal_model.POSITIONAL,
+         ("temporal", "output"): temporal_model.OUTPUTS,
+         ("behaviour", "features"): behaviour.FEATURES,
+         ("report", "random_forest_features"): ("hog", "pixels")}
+  for section in ("supervised_cnn", "classifier"):
+    out[(section, "mode")] = classifier.MODES
+    out[(section, "init")] = classifier.INITS
+  for section in ("behaviour", "supervised_cnn", "classifier"):
+    out[(section, "class_weighting")] = ("none", "balanced")
+  return out
+
+
+def _get(config, field: str):
   value = config
   for part in field.split("."):
     value = value[part]
+  return value
+
+
+def _positive_int(config, field: str) -> int:
+  value = _get(config, field)
   if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
     raise ConfigError(f"config.{field}={value!r}: must be a positive integer")
   return value
 
 
-def validate(config, *, known_stages, num_devices: int, process_count: int = 1) -> None:
+def _positive_number(config, field: str) -> float:
+  value = _get(config, field)
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+      math.isfinite(value) and value > 0):
+    raise ConfigError(f"config.{field}={value!r}: must be a finite number > 0")
+  return float(value)
+
+
+def _check_stages(config, known_stages) -> tuple[str, ...]:
   stages = tuple(config.stages)
   if not stages:
     raise ConfigError("config.stages is empty: name at least one stage")
@@ -48,61 +68,104 @@ def validate(config, *, known_stages, num_devices: int, process_count: int = 1) 
       raise ConfigError(f"config.stages: unknown stage {s!r} (known: {sorted(known_stages)})")
     if s not in config:
       raise ConfigError(f"config.stages names {s!r} but config.{s} (its settings) is missing")
+  if "report" in stages and config.get("pipeline") not in PIPELINES:
+    raise ConfigError(f"config.pipeline={config.get('pipeline')!r}: the report stage needs one "
+                      f"of {PIPELINES}")
+  return stages
 
+
+def _check_path(d) -> None:
+  if d.name not in sources.NEEDS_PATH:
+    return
+  if not d.path:
+    raise ConfigError(f"config.data.path is not set: dataset {d.name!r} reads files from disk")
+  if not os.path.exists(d.path):
+    raise ConfigError(f"config.data.path={d.path!r}: no such file or directory")
+  wants_file = d.name in FILE_SOURCES
+  if wants_file and not os.path.isfile(d.path):
+    raise ConfigError(f"config.data.path={d.path!r}: dataset {d.name!r} reads one file (a CSV), "
+                      "not a folder")
+  if not wants_file and not os.path.isdir(d.path):
+    raise ConfigError(f"config.data.path={d.path!r}: dataset {d.name!r} reads a folder, not a file")
+
+
+def _check_real_data(config, d) -> None:
+  fr = tuple(d.split_fractions)
+  if len(fr) != 3 or min(fr) < 0 or fr[0] <= 0 or abs(sum(fr) - 1.0) > 1e-6:
+    raise ConfigError(f"config.data.split_fractions={fr}: need (train, val, test) >= 0, train > 0, "
+                      "summing to 1")
+  _positive_int(config, "data.sequence_length")
+  _positive_int(config, "data.video_stride")
+  if d.video_fps < 0:
+    raise ConfigError(f"config.data.video_fps={d.video_fps}: must be >= 0 (0 = use video_stride)")
+  if d.sequence_length < 2:
+    raise ConfigError(f"config.data.sequence_length={d.sequence_length}: a sequence needs >= 2 "
+                      "frames to predict one from another")
+  if d.folds and not 0 <= d.fold < d.folds:
+    raise ConfigError(f"config.data.fold={d.fold}: must be in [0, data.folds={d.folds})")
+
+
+def _check_data(config) -> None:
   d = config.data
   if d.name not in sources.DATASETS:
     raise ConfigError(f"config.data.name={d.name!r}: unknown dataset (known: {sorted(sources.DATASETS)})")
-  if d.name in sources.NEEDS_PATH:
-    if not d.path:
-      raise ConfigError(f"config.data.path is not set: dataset {d.name!r} reads files from disk")
-    if not os.path.exists(d.path):
-      raise ConfigError(f"config.data.path={d.path!r}: no such file or directory")
+  _check_path(d)
   _positive_int(config, "data.image_size")
   for field, allowed in (("face_crop", ("none", "haar")), ("no_face", ("keep", "skip"))):
     if d.get(field, allowed[0]) not in allowed:
       raise ConfigError(f"config.data.{field}={d[field]!r}: expected one of {allowed}")
   if d.name != "synthetic":
-    fr = tuple(d.split_fractions)
-    if len(fr) != 3 or min(fr) < 0 or fr[0] <= 0:
-      raise ConfigError(f"config.data.split_fractions={fr}: need (train, val, test) >= 0, train > 0")
-    _positive_int(config, "data.sequence_length")
-    _positive_int(config, "data.video_stride")
-    if d.video_fps < 0:
-      raise ConfigError(f"config.data.video_fps={d.video_fps}: must be >= 0 (0 = use video_stride)")
-    if d.sequence_length < 2:
-      raise ConfigError(f"config.data.sequence_length={d.sequence_length}: a sequence needs >= 2 "
-                        "frames to predict one from another")
-    if d.folds and not 0 <= d.fold < d.folds:
-      raise ConfigError(f"config.data.fold={d.fold}: must be in [0, data.folds={d.folds})")
+    _check_real_data(config, d)
   if d.channels not in (1, 3):
     raise ConfigError(f"config.data.channels={d.channels!r}: must be 1 (grey) or 3 (RGB)")
 
-  m = config.get("model")
-  if m is not None:
-    if m.stem not in STEM_DOWNSAMPLING:
-      raise ConfigError(f"config.model.stem={m.stem!r}: expected one of {sorted(STEM_DOWNSAMPLING)}")
-    need = STEM_DOWNSAMPLING[m.stem]
-    if d.image_size < need:
-      raise ConfigError(
-          f"config.data.image_size={d.image_size} is too small for config.model.stem={m.stem!r}, "
-          f"which downsamples {need}x: use image_size >= {need} or stem='small'")
-    if m.dtype not in ("float32", "bfloat16"):
-      raise ConfigError(f"config.model.dtype={m.dtype!r}: expected 'float32' or 'bfloat16'")
 
-  for (section, field), allowed in CHOICES.items():
+def _check_model(config) -> None:
+  m, d = config.get("model"), config.data
+  if m is None:
+    return
+  if m.stem not in STEM_DOWNSAMPLING:
+    raise ConfigError(f"config.model.stem={m.stem!r}: expected one of {sorted(STEM_DOWNSAMPLING)}")
+  need = STEM_DOWNSAMPLING[m.stem]
+  if d.image_size < need:
+    raise ConfigError(
+        f"config.data.image_size={d.image_size} is too small for config.model.stem={m.stem!r}, "
+        f"which downsamples {need}x: use image_size >= {need} or stem='small'")
+  if m.dtype not in ("float32", "bfloat16"):
+    raise ConfigError(f"config.model.dtype={m.dtype!r}: expected 'float32' or 'bfloat16'")
+
+
+def _check_trained_stage(config, s: str, num_devices: int, process_count: int) -> None:
+  batch = _positive_int(config, f"{s}.batch_size")
+  if batch % num_devices:
+    raise ConfigError(
+        f"config.{s}.batch_size={batch} (the global batch) is not divisible by the "
+        f"{num_devices} devices: use a multiple of {num_devices}")
+  if batch % process_count:
+    raise ConfigError(f"config.{s}.batch_size={batch} is not divisible by {process_count} processes")
+  st = config[s]
+  if st.epochs < 0 or st.steps < 0 or (st.epochs == 0 and st.steps == 0):
+    raise ConfigError(f"config.{s}.epochs={st.epochs}, steps={st.steps}: one must be positive")
+  _positive_number(config, f"{s}.optimizer.lr")
+  for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+    _positive_int(config, f"{s}.{field}")
+  if "temperature" in st:
+    _positive_number(config, f"{s}.temperature")
+  if s == "card":
+    _positive_int(config, "card.num_samples")
+    _positive_int(config, "card.eval_batch_size")
+    if _positive_int(config, "card.timesteps") < 2:
+      raise ConfigError(f"config.card.timesteps={st.timesteps}: must be >= 2")
+
+
+def validate(config, *, known_stages, num_devices: int, process_count: int = 1) -> None:
+  stages = _check_stages(config, known_stages)
+  _check_data(config)
+  _check_model(config)
+  for (section, field), allowed in choices().items():
     if section in stages and field in config[section] and config[section][field] not in allowed:
       raise ConfigError(f"config.{section}.{field}={config[section][field]!r}: "
                         f"expected one of {allowed}")
   for s in stages:
-    if s not in TRAINED_STAGES:
-      continue
-    batch = _positive_int(config, f"{s}.batch_size")
-    if batch % num_devices:
-      raise ConfigError(
-          f"config.{s}.batch_size={batch} (the global batch) is not divisible by the "
-          f"{num_devices} devices: use a multiple of {num_devices}")
-    if batch % process_count:
-      raise ConfigError(f"config.{s}.batch_size={batch} is not divisible by {process_count} processes")
-    st = config[s]
-    if st.epochs < 0 or st.steps < 0 or (st.epochs == 0 and st.steps == 0):
-      raise ConfigError(f"config.{s}.epochs={st.epochs}, steps={st.steps}: one must be positive")
+    if s in TRAINED_STAGES:
+      _check_trained_stage(config, s, num_devices, process_count)

@@ -13,8 +13,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-_LUMA = jnp.array([0.299, 0.587, 0.114], jnp.float32)
+# NumPy, not jnp: a module-level JAX array would start the backend at import time,
+# before launch.py can call jax.distributed.initialize().
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 class View(NamedTuple):

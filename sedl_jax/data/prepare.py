@@ -167,12 +167,9 @@ def _skip_summary(skipped, first: int = 5) -> dict:
   return {r: {"count": len(v), "first": v[:first]} for r, v in sorted(by_reason.items())}
 
 
-def build(scan, data_cfg, entry: str, prep: dict) -> dict:
-  """Decodes every item into a TFDS ArrayRecord dataset under `entry`; returns the report."""
-  label_map = LabelMap.from_config(data_cfg)
-  decoder = _Decoder(prep)
-  skipped = list(scan.skipped)
-  labelled_items = []
+def _with_canonical_labels(scan, label_map, skipped: list) -> list:
+  """Scanned items with labels folded to canonical names; unknown labels skipped."""
+  kept = []
   for item in scan.items:
     if item.label is not None:
       canon = label_map.canonical(item.label)
@@ -181,41 +178,50 @@ def build(scan, data_cfg, entry: str, prep: dict) -> dict:
                                   "or data.extra_classes)"))
         continue
       item.label = canon
-    labelled_items.append(item)
+    kept.append(item)
+  return kept
+
+
+def _examples(items, decoder, num_threads: int, trait_names, stats: dict, skipped: list, source: str):
+  """TFDS examples of every decoded frame; bad items are skipped and counted."""
+  bar = tqdm(total=len(items), desc=f"preparing {source}", unit="item", disable=len(items) < 200)
+  for item, result in _decoded(items, decoder, num_threads):
+    bar.update(1)
+    if isinstance(result, decode.BadItem):
+      skipped.append((item.key, str(result)))
+      continue
+    frames, faces = result
+    stats["faces"].update(faces)
+    if not frames and faces["no_face_skipped"]:
+      skipped.append((item.key, "no face found (data.no_face='skip')"))
+    for frame, image, digest, size in frames:
+      stats["sizes"][size] += 1
+      stats["images"] += 1
+      traits = [item.traits.get(t, np.nan) for t in trait_names] if item.traits else \
+          [np.nan] * len(trait_names)
+      yield {"image": image, "label": item.label or "", "key": item.key,
+             "subject": item.subject, "sequence": item.sequence, "split": item.split,
+             "frame": int(frame), "content_hash": digest,
+             "traits": np.asarray(traits, np.float32),
+             "valence": np.float32(item.valence), "arousal": np.float32(item.arousal)}
+  bar.close()
+
+
+def build(scan, data_cfg, entry: str, prep: dict) -> dict:
+  """Decodes every item into a TFDS ArrayRecord dataset under `entry`; returns the report."""
+  label_map = LabelMap.from_config(data_cfg)
+  skipped = list(scan.skipped)
+  items = _with_canonical_labels(scan, label_map, skipped)
   stats = {"faces": collections.Counter(), "sizes": collections.Counter(),
-           "scanned_classes": collections.Counter(i.label for i in labelled_items if i.label),
-           "images": 0}
+           "scanned_classes": collections.Counter(i.label for i in items if i.label), "images": 0}
   trait_names = tuple(scan.trait_names)
-
-  def examples():
-    bar = tqdm(total=len(labelled_items), desc=f"preparing {prep['source']}", unit="item",
-               disable=len(labelled_items) < 200)
-    for item, result in _decoded(labelled_items, decoder, int(data_cfg.num_threads)):
-      bar.update(1)
-      if isinstance(result, decode.BadItem):
-        skipped.append((item.key, str(result)))
-        continue
-      frames, faces = result
-      stats["faces"].update(faces)
-      if not frames and faces["no_face_skipped"]:
-        skipped.append((item.key, "no face found (data.no_face='skip')"))
-      for frame, image, digest, size in frames:
-        stats["sizes"][size] += 1
-        stats["images"] += 1
-        traits = [item.traits.get(t, np.nan) for t in trait_names] if item.traits else \
-            [np.nan] * len(trait_names)
-        yield {"image": image, "label": item.label or "", "key": item.key,
-               "subject": item.subject, "sequence": item.sequence, "split": item.split,
-               "frame": int(frame), "content_hash": digest,
-               "traits": np.asarray(traits, np.float32),
-               "valence": np.float32(item.valence), "arousal": np.float32(item.arousal)}
-    bar.close()
-
+  examples = _examples(items, _Decoder(prep), int(data_cfg.num_threads), trait_names, stats,
+                       skipped, prep["source"])
   tfds.disable_progress_bar()  # our own bar counts items
   tmp = entry + f".incomplete-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
   shape = (prep["image_size"], prep["image_size"], prep["channels"])
-  builder = PreparedFaces(image_shape=shape, num_traits=len(trait_names), examples=examples(),
+  builder = PreparedFaces(image_shape=shape, num_traits=len(trait_names), examples=examples,
                           data_dir=tmp, file_format="array_record")
   try:
     builder.download_and_prepare()

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 
+from sedl_jax import atomic_io
 from sedl_jax.data import prepare, scan, splits
 from sedl_jax.data.labels import LabelMap
 from sedl_jax.data.types import FaceData, ImageSet, SequenceSet, SPLITS, fingerprint_arrays
@@ -109,35 +110,20 @@ def _duplicates(hashes: np.ndarray, keys: np.ndarray, split_of: np.ndarray) -> d
           "first": [[f"{s}: {k}" for s, k in v] for v in across[:5]]}
 
 
-def load(data_cfg, workdir: str | None = None) -> FaceData:
-  name = data_cfg.name
-  sc = SCANNERS[name](data_cfg)
-  a, prep_report, key = _prepare_once(sc, data_cfg)
-  report = dict(prep_report)
-  if not a:
-    raise DataError(f"{data_cfg.path}: no usable images ({report['skipped_total']} items "
-                    f"skipped: {json.dumps(report['skipped'])[:600]})")
-  label_map = LabelMap.from_config(data_cfg)
-  class_names = label_map.order({l for l in a["label"] if l})
-  index = {c: i for i, c in enumerate(class_names)}
-  labels = np.asarray([index.get(l, -1) for l in a["label"]], np.int32)
-  subjects = _ids(a["subject"])
-  report["empty_classes"] = sorted(c for c, n in report["scanned_classes"].items()
-                                   if c not in index and n > 0)
-
+def _assign_splits(a, labels, data_cfg):
   if data_cfg.split_file:
-    split_of, method = splits.read(data_cfg.split_file, a["key"])
-  else:
-    split_of, method = splits.assign(a["key"], labels, a["subject"], a["split"],
-                                     fractions=tuple(data_cfg.split_fractions),
-                                     seed=int(data_cfg.seed), folds=int(data_cfg.folds),
-                                     fold=int(data_cfg.fold))
-  report["split_method"] = method
+    return splits.read(data_cfg.split_file, a["key"])
+  return splits.assign(a["key"], labels, a["subject"], a["split"],
+                       fractions=tuple(data_cfg.split_fractions), seed=int(data_cfg.seed),
+                       folds=int(data_cfg.folds), fold=int(data_cfg.fold))
+
+
+def _count(report: dict, a, split_of, split_idx, class_names) -> None:
+  """Adds the per-split counts, duplicates and label coverage to the data report."""
   unassigned = int((split_of == "").sum())
   if unassigned:
     report["not_in_split_file"] = {"count": unassigned,
                                    "first": [str(k) for k in a["key"][split_of == ""][:5]]}
-  split_idx = {s: np.flatnonzero(split_of == s) for s in SPLITS}
   counts = {s: collections.Counter(a["label"][split_idx[s]]) for s in SPLITS}
   report["class_counts"] = {s: {**{c: int(counts[s][c]) for c in class_names},
                                 "unlabelled": int(counts[s][""])} for s in SPLITS}
@@ -152,6 +138,8 @@ def load(data_cfg, workdir: str | None = None) -> FaceData:
       report[field] = {"labelled_images": known, "used_by": "the data report only; no stage "
                        "trains on it yet"}
 
+
+def _check_usable(report, split_idx, class_names, method, data_cfg, workdir) -> None:
   empty = [s for s in SPLITS if not len(split_idx[s])]
   if empty:
     _write_report(report, workdir)
@@ -164,6 +152,26 @@ def load(data_cfg, workdir: str | None = None) -> FaceData:
                     "(sequence folders take them from ROOT/labels.csv: subject,sequence[,frame],"
                     "label; or list the files in a manifest)")
 
+
+def load(data_cfg, workdir: str | None = None) -> FaceData:
+  name = data_cfg.name
+  a, prep_report, key = _prepare_once(SCANNERS[name](data_cfg), data_cfg)
+  report = dict(prep_report)
+  if not a:
+    raise DataError(f"{data_cfg.path}: no usable images ({report['skipped_total']} items "
+                    f"skipped: {json.dumps(report['skipped'])[:600]})")
+  label_map = LabelMap.from_config(data_cfg)
+  class_names = label_map.order({l for l in a["label"] if l})
+  index = {c: i for i, c in enumerate(class_names)}
+  labels = np.asarray([index.get(l, -1) for l in a["label"]], np.int32)
+  subjects = _ids(a["subject"])
+  report["empty_classes"] = sorted(c for c, n in report["scanned_classes"].items()
+                                   if c not in index and n > 0)
+  split_of, method = _assign_splits(a, labels, data_cfg)
+  report["split_method"] = method
+  split_idx = {s: np.flatnonzero(split_of == s) for s in SPLITS}
+  _count(report, a, split_of, split_idx, class_names)
+  _check_usable(report, split_idx, class_names, method, data_cfg, workdir)
   images = {s: ImageSet(a["image"][i], labels[i], subjects[i]) for s, i in split_idx.items()}
   seqs = _sequences(a, split_idx, labels, subjects, data_cfg, tuple(report["trait_names"]),
                     report)
@@ -185,9 +193,7 @@ def _write_report(report: dict, workdir: str | None) -> None:
   import jax
   if workdir is None or jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "data_report.json"), "w") as f:
-    json.dump(report, f, indent=2, default=str)
+  atomic_io.write_json(os.path.join(workdir, "data_report.json"), report)
 
 
 def _write_splits(workdir, keys, split_of, method, data_cfg) -> None:

@@ -18,6 +18,7 @@ import json
 
 import numpy as np
 
+from sedl_jax import atomic_io
 from sedl_jax.data.types import SPLITS
 
 
@@ -109,9 +110,10 @@ def assign(keys, labels, subjects, given, *, fractions, seed, folds: int = 0,
 
 
 def write(path: str, keys, split_of, method: str, seed) -> None:
-  with open(path, "w") as f:
-    json.dump({"method": method, "seed": seed,
-               "assignment": {str(k): str(s) for k, s in zip(keys, split_of)}}, f, indent=0)
+  """Atomically: `data.split_file` may point at this very file."""
+  atomic_io.write_text(path, json.dumps(
+      {"method": method, "seed": seed,
+       "assignment": {str(k): str(s) for k, s in zip(keys, split_of)}}, indent=0))
 
 
 def read(path: str, keys) -> tuple[np.ndarray, str]:

@@ -28,16 +28,6 @@ from sedl_jax.data.types import FaceData, ImageSet, SequenceSet, SPLITS, fingerp
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NEUTRAL = EMOTIONS.index("neutral")
 TRAITS = ("agitation", "distress", "engagement", "restlessness")
-# Named intensity levels (low, mid, high) for the insight n-grams.
-LEVEL_NAMES = {
-    "angry": ("irritated", "angry", "furious"),
-    "disgust": ("displeased", "disgusted", "revolted"),
-    "fear": ("uneasy", "afraid", "terrified"),
-    "happy": ("content", "happy", "excited"),
-    "sad": ("downcast", "sad", "crying"),
-    "surprise": ("curious", "surprised", "astonished"),
-    "neutral": ("neutral", "neutral", "neutral"),
-}
 LEVEL_INTENSITY = np.array([0.45, 0.75, 1.05], np.float32)
 
 # Action-unit prototypes per emotion at full intensity, in AU_NAMES order:

@@ -65,6 +65,39 @@ class FaceData:
   def image_shape(self) -> tuple[int, int, int]:
     return tuple(self.images["train"].images.shape[1:])
 
+  def adds_frames(self, split: str, use_sequence_frames: bool = True) -> bool:
+    """Whether a pool of the split's faces gains its sequence frames: they are
+    asked for, exist, and are not already among the static images."""
+    return bool(use_sequence_frames and self.sequences is not None and not self.frames_in_images
+                and len(self.sequences[split]))
+
+  def faces(self, split: str, *, use_sequence_frames: bool = True,
+            frame_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(images [N, H, W, C], labels [N]): the split's static images plus its
+    sequence frames (see `adds_frames`), the frames' labels kept or set to -1
+    (self-supervised stages pretrain on them as unlabelled video)."""
+    images, labels = [self.images[split].images], [self.images[split].labels]
+    if self.adds_frames(split, use_sequence_frames):
+      seq = self.sequences[split]
+      images.append(seq.frames.reshape(-1, *seq.frames.shape[2:]))
+      labels.append(seq.labels.reshape(-1) if frame_labels else
+                    np.full(images[-1].shape[0], -1, np.int32))
+    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+
+  def labelled_faces(self, split: str, use_sequence_frames: bool = True):
+    """`faces` without the unlabelled ones (label -1)."""
+    images, labels = self.faces(split, use_sequence_frames=use_sequence_frames)
+    keep = labels >= 0
+    return images[keep], labels[keep]
+
+  def eval_set(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images [M, H, W, C], labels [M]) a split is scored on: every frame of its
+    sequences, or its static images when the data has no sequences."""
+    if self.sequences is None:
+      return self.images[split].images, self.images[split].labels
+    seq = self.sequences[split]
+    return seq.frames.reshape(-1, *seq.frames.shape[2:]), seq.labels.reshape(-1)
+
 
 def fingerprint_arrays(*arrays: np.ndarray) -> str:
   """A short content hash, stored in checkpoints to catch a changed dataset."""

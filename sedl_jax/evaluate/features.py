@@ -1,4 +1,4 @@
-"""Batched, jitted feature extraction over a whole split (static shapes, padded last batch)."""
+"""Batched, jitted inference over whole arrays (static shapes, padded last batch)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from sedl_jax.data import pipeline
+from sedl_jax.data import augment, pipeline
 from sedl_jax.train.mesh import DataParallel, to_host
 
 
@@ -26,3 +26,23 @@ def map_batches(fn: Callable, arrays: dict, *, batch_size: int, dp: DataParallel
     mask = batch.pop("mask")
     outs.append(jax.tree.map(lambda a: to_host(a)[mask], fn(dp.shard_global(batch))))
   return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
+
+
+def image_model(model, dp: DataParallel, batch_size: int,
+                select: Callable = lambda out: out) -> Callable:
+  """fn(variables, uint8 images [N, H, W, C]) -> select(model outputs) as NumPy,
+  for every image model (encoders, classifiers): the one inference path that
+  training-time evaluation, reports and prediction share. Build it once: it is
+  jitted once per batch shape."""
+
+  @jax.jit
+  def infer(variables, batch):
+    x = augment.normalize(augment.to_float(batch["image"]))
+    return select(model.apply(variables, x, train=False))
+
+  bs = eval_batch_size(batch_size, dp)
+
+  def predict(variables: dict, images: np.ndarray):
+    return map_batches(lambda b: infer(variables, b), {"image": images}, batch_size=bs, dp=dp)
+
+  return predict

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
@@ -14,20 +16,30 @@ PROBE_CS = (0.01, 0.1, 1.0, 10.0)
 
 def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, val_x=None, val_y=None,
                  seed: int = 0) -> dict:
-  """L-BFGS logistic regression on standardised features; C picked on val when given."""
+  """L-BFGS logistic regression on standardised features; C picked on val when given.
+
+  The C values are fitted along the regularisation path (ascending C, each fit
+  starting from the previous solution): the problem is strictly convex, so each
+  fit reaches the same optimum as a cold start, in far fewer iterations (on the
+  quick raw-pixel probe 19 s instead of 30 s), and the chosen C's model is kept
+  instead of being fitted again.
+  """
   scaler = StandardScaler().fit(train_x)
   tr, te = scaler.transform(train_x), scaler.transform(test_x)
-  best_c, best_acc = PROBE_CS[1], -1.0
+  clf = LogisticRegression(C=PROBE_CS[1], max_iter=2000, random_state=seed)
   if val_x is not None and len(val_x):
     va = scaler.transform(val_x)
+    path = LogisticRegression(max_iter=2000, random_state=seed, warm_start=True)
+    best_acc = -1.0
     for c in PROBE_CS:
-      clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(tr, train_y)
-      acc = clf.score(va, val_y)
+      path.set_params(C=c).fit(tr, train_y)
+      acc = path.score(va, val_y)
       if acc > best_acc:
-        best_c, best_acc = c, acc
-  clf = LogisticRegression(C=best_c, max_iter=2000, random_state=seed).fit(tr, train_y)
+        best_acc, clf = acc, copy.deepcopy(path)
+  else:
+    clf.fit(tr, train_y)
   out = classification_metrics(test_y, clf.predict(te), num_classes)
-  out["C"] = best_c
+  out["C"] = float(clf.C)
   return out
 
 

@@ -7,6 +7,8 @@ import base64
 import html
 import os
 
+from sedl_jax import atomic_io
+
 
 def fmt(value, digits: int = 3) -> str:
   """Table cell text: floats rounded, None as an em dash."""
@@ -86,8 +88,5 @@ class ReportDoc:
     return "\n".join(out)
 
   def write(self, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "report.md"), "w") as f:
-      f.write(self.markdown())
-    with open(os.path.join(directory, "report.html"), "w") as f:
-      f.write(self.html(directory))
+    atomic_io.write_text(os.path.join(directory, "report.md"), self.markdown())
+    atomic_io.write_text(os.path.join(directory, "report.html"), self.html(directory))

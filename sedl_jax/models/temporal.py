@@ -1,9 +1,14 @@
 """SEDL's temporal model: a causal pre-LN transformer over per-frame embeddings.
 
 `TemporalPredictor(E[:, :T])` returns, at every position t, a prediction of the
-next embedding E(t+1) made from E(1..t) only (causal mask) as E(t) plus a
-learned update, re-normalised, and the hidden context vector at t that the
-behaviour stage reads as "temporal context".
+next embedding E(t+1) made from E(1..t) only (causal mask), and the hidden
+context vector at t that the behaviour stage reads as "temporal context".
+The prediction's output head (`output`):
+  * `mixture` (default): an attention-weighted average of the past embeddings
+    themselves, weights softmax(-rate * age + q.k) with a learned recency rate
+    and q, k from the context, plus a learned update;
+  * `residual`: E(t) plus a learned update.
+Both are re-normalised to unit length.
 """
 
 from __future__ import annotations

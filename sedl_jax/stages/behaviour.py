@@ -10,24 +10,17 @@ labels; otherwise the results say so.
 
 from __future__ import annotations
 
-import json
-import os
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sedl_jax.data import pipeline
 from sedl_jax.data.types import SPLITS
 from sedl_jax.evaluate import classification
-from sedl_jax.stages import embeddings as embeddings_lib
+from sedl_jax.results import StageResult
 from sedl_jax.stages import temporal
-from sedl_jax.train import loop, optim
-from sedl_jax.train import state as train_state
-from sedl_jax.train.checkpoint import StageCheckpoints
-from sedl_jax.train.mesh import DataParallel
+from sedl_jax.train import stage as stage_lib
 
 STAGE = "behaviour"
 FEATURES = ("static", "temporal", "static+temporal")
@@ -52,8 +45,6 @@ class BehaviourHeads(nn.Module):
 
 
 def frame_features(kind: str, static: np.ndarray | None, context: np.ndarray | None) -> np.ndarray:
-  if kind not in FEATURES:
-    raise ValueError(f"behaviour.features={kind!r}: expected one of {FEATURES}")
   parts = {"static": [static], "temporal": [context], "static+temporal": [static, context]}[kind]
   return np.concatenate(parts, axis=-1).astype(np.float32)
 
@@ -85,22 +76,18 @@ def make_loss_fn(model, weights: np.ndarray, has_traits: bool):
 def _inputs(ctx, features: str) -> dict[str, np.ndarray]:
   """Per-split frame features [S, T, F] for the feature kind; data without
   sequences gives each static image as a one-frame sequence."""
-  emb = embeddings_lib.load(ctx)
+  emb = ctx.embeddings
   per_split = emb.frames if emb.frames else {s: emb.images[s][:, None, :] for s in SPLITS}
   flat = per_split["train"].reshape(-1, per_split["train"].shape[-1])
   mean, std = flat.mean(0), flat.std(0) + 1e-6
-  context_fn = None
+  context = None
   if features != "static":
-    model, params = ctx.shared.get("temporal") or temporal.restore(ctx)
-    ctx.shared["temporal"] = (model, params)
-    context_fn = temporal.make_context_fn(model)
-  out = {}
-  for s in SPLITS:
-    static = (per_split[s] - mean) / std
-    context = (np.asarray(context_fn(params, jnp.asarray(emb.unit_frames(s))))
-               if context_fn is not None else None)
-    out[s] = frame_features(features, static, context)
-  return out
+    predictor = temporal.restore(ctx)
+    context_fn = temporal.make_context_fn(predictor.model)
+    context = lambda s: np.asarray(context_fn(predictor.variables["params"],
+                                              jnp.asarray(emb.unit_frames(s))))
+  return {s: frame_features(features, (per_split[s] - mean) / std,
+                            context(s) if context is not None else None) for s in SPLITS}
 
 
 def _targets(data, split: str):
@@ -124,74 +111,63 @@ def trait_metrics(probs: np.ndarray, truth: np.ndarray, names) -> dict:
   return out
 
 
-def run(ctx) -> dict:
-  cfg = ctx.config.behaviour
-  data = ctx.data
-  features = cfg.features
+def model_spec(ctx, feature_dim: int, seq_len: int, num_traits: int,
+               features: str) -> stage_lib.ModelSpec:
+  cfg, data = ctx.config.behaviour, ctx.data
+  model = BehaviourHeads(len(data.class_names), num_traits, int(cfg.hidden), float(cfg.dropout))
+  return stage_lib.ModelSpec(
+      STAGE, model, (((1, seq_len, feature_dim), "float32"),),
+      {"features": features, "hidden": cfg.hidden, "dropout": cfg.dropout},
+      meta={"trait_names": list(data.trait_names) if num_traits else []})
+
+
+def _feature_kind(ctx) -> tuple[str, str]:
+  """(the feature kind this data allows, a note when it differs from the config's)."""
+  data, features = ctx.data, ctx.config.behaviour.features
   if data.sequences is None and features != "static":
-    print(f"[behaviour] data source {data.source!r} has no sequences: using static features "
-          f"only (behaviour.features={features!r} needs the temporal model)")
-    features = "static"
+    return "static", (f"[behaviour] data source {data.source!r} has no sequences: using static "
+                      f"features only (behaviour.features={features!r} needs the temporal model)")
+  return features, ""
+
+
+def run(ctx) -> StageResult:
+  cfg, data = ctx.config.behaviour, ctx.data
+  features, note = _feature_kind(ctx)
   x = _inputs(ctx, features)
   train_y, _, train_traits = _targets(data, "train")
   num_classes = len(data.class_names)
   has_traits = train_traits is not None and len(data.trait_names) > 0
-  num_traits = len(data.trait_names) if has_traits else 0
-  model = BehaviourHeads(num_classes, num_traits, int(cfg.hidden), float(cfg.dropout))
-  dp = DataParallel.create()
-  n = len(train_y)
-  batch = min(int(cfg.batch_size), n)
-  batch -= batch % dp.num_devices
-  total, per_epoch = optim.resolve_steps(cfg, n, batch)
-  tx, schedule = optim.make_optimizer(cfg.optimizer, total, per_epoch)
-  rng = jax.random.PRNGKey(cfg.seed)
-  init_rng, state_rng = jax.random.split(rng)
-  variables = model.init(init_rng, jnp.zeros((1, *x["train"].shape[1:])), train=False)
-  state = train_state.create(variables, tx, state_rng)
-  meta = {"stage": STAGE, "class_names": list(data.class_names), "num_classes": num_classes,
-          "trait_names": list(data.trait_names) if has_traits else [],
-          "stage_model": {"features": features, "hidden": cfg.hidden, "dropout": cfg.dropout},
-          "data_fingerprint": data.fingerprint}
-  ckpt = StageCheckpoints(ctx.workdir, STAGE, keep=cfg.keep_checkpoints)
-  state = ckpt.resume(state, meta, ctx.mode)
-  state = dp.replicate(state)
+  spec = model_spec(ctx, x["train"].shape[-1], x["train"].shape[1],
+                    len(data.trait_names) if has_traits else 0, features)
+  arrays = {"x": x["train"], "label": train_y.astype(np.int32)}
+  if has_traits:
+    arrays["traits"] = train_traits.astype(np.float32)
   weights = classification.class_weights(train_y, num_classes, cfg.class_weighting)
-  if ctx.mode == "train" and int(jax.device_get(state.step)) < total:
-    step_fn = dp.jit_step(train_state.make_train_step(make_loss_fn(model, weights, has_traits),
-                                                      tx, schedule))
-    arrays = {"x": x["train"], "label": train_y.astype(np.int32)}
-    if has_traits:
-      arrays["traits"] = train_traits.astype(np.float32)
-    source = pipeline.ArraySource(arrays)
-    state = loop.fit(STAGE, state, step_fn, source, dp=dp, cfg=cfg, global_batch=batch,
-                     total_steps=total, steps_per_epoch=per_epoch, examples_per_step=batch,
-                     shuffle_seed=ctx.config.data.shuffle_seed, ckpt=ckpt, meta=meta,
-                     workdir=ctx.workdir)
-  ckpt.close()
-  params = jax.device_get(state.params)
-  apply = jax.jit(lambda p, v: model.apply({"params": p}, v, train=False))
-  logits, trait_logits = (np.asarray(a) for a in apply(params, jnp.asarray(x["test"])))
+  trained = stage_lib.train_stage(ctx, spec, stage_lib.TrainSpec(
+      loss_fn=make_loss_fn(spec.model, weights, has_traits), data=arrays))
+  return _evaluate(ctx, trained, x["test"], features, has_traits, note)
+
+
+def _evaluate(ctx, trained, x_test, features: str, has_traits: bool, note: str) -> StageResult:
+  data = ctx.data
+  apply = jax.jit(lambda v, x: trained.model.apply(v, x, train=False))
+  logits, trait_logits = (np.asarray(a) for a in apply(trained.variables, jnp.asarray(x_test)))
   probs = np.asarray(jax.nn.softmax(logits, -1))
   test_y, test_subjects, test_traits = _targets(data, "test")
   labelled = test_y.ravel() >= 0
   result = {
       "features": features,
+      "step": trained.step,
       "emotion": classification.classification_metrics(
-          test_y.ravel()[labelled], probs.argmax(-1).ravel()[labelled], num_classes),
+          test_y.ravel()[labelled], probs.argmax(-1).ravel()[labelled], len(data.class_names)),
+      "unlabelled_left_out": int((~labelled).sum()),
       "traits": (trait_metrics(np.asarray(jax.nn.sigmoid(trait_logits)), test_traits,
                                data.trait_names)
                  if has_traits and test_traits is not None else
                  "no trait labels in this dataset: trait heads were not trained"),
   }
-  ctx.shared["behaviour_probs"] = probs
-  if jax.process_index() == 0:
-    report = os.path.join(ctx.workdir, "report")
-    os.makedirs(report, exist_ok=True)
-    np.savez(os.path.join(report, "behaviour_test_predictions.npz"), probs=probs,
-             labels=test_y, subjects=test_subjects)
-    with open(os.path.join(report, "behaviour.json"), "w") as f:
-      json.dump(result, f, indent=2)
-    what = "test frames" if data.sequences is not None else "test images"
-    print(f"[behaviour] {what}: emotion acc={result['emotion']['accuracy']:.4f} "
-          f"F1={result['emotion']['f1_macro']:.4f} ({features})")
-  return result
+  what = "test frames" if data.sequences is not None else "test images"
+  summary = (f"[behaviour] {what}: emotion acc={result['emotion']['accuracy']:.4f} "
+             f"F1={result['emotion']['f1_macro']:.4f} ({features})")
+  return StageResult(result, arrays={"probs": probs, "labels": test_y, "subjects": test_subjects},
+                     summary=f"{note}\n{summary}" if note else summary)

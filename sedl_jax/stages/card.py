@@ -14,23 +14,17 @@ threshold variants), ECE and NLL of the mean sampled probabilities.
 
 from __future__ import annotations
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from sedl_jax.data import pipeline
 from sedl_jax.diffusion import card as diffusion
 from sedl_jax.evaluate import calibration, classification, uncertainty
 from sedl_jax.models.card_net import NoiseNet
+from sedl_jax.results import StageResult
 from sedl_jax.stages import classifier
-from sedl_jax.train import loop, optim
-from sedl_jax.train import state as train_state
-from sedl_jax.train.checkpoint import StageCheckpoints
-from sedl_jax.train.mesh import DataParallel
+from sedl_jax.train import stage as stage_lib
 
 STAGE = "card"
 T_S_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -92,7 +86,8 @@ def tune_temperature(y0: np.ndarray, labels: np.ndarray) -> float:
 
 def _features(ctx, cfg):
   """h and y_hat of every split's static images from the frozen classifier f_phi."""
-  predict = classifier.restore(ctx, cfg.classifier_stage)
+  predict = classifier.predictor(ctx, classifier.restore(ctx, cfg.classifier_stage),
+                                 cfg.classifier_stage)
   out = {}
   for s in ("train", "test"):
     h, logits = predict(ctx.data.images[s].images)
@@ -100,72 +95,71 @@ def _features(ctx, cfg):
   return out
 
 
-def run(ctx) -> dict:
-  config, cfg = ctx.config, ctx.config.card
-  data = ctx.data
-  nc = len(data.class_names)
-  feats = _features(ctx, cfg)
-  train_labels = data.images["train"].labels
-  keep = train_labels >= 0
-  h_tr, yhat_tr = feats["train"][0][keep], feats["train"][1][keep]
-  y_tr = train_labels[keep]
-  sched = diffusion.Schedule.linear(int(cfg.timesteps), cfg.beta_start, cfg.beta_end)
-  net = NoiseNet(nc, int(cfg.hidden), sched.timesteps)
-  dp = DataParallel.create()
-  batch = min(int(cfg.batch_size), len(y_tr))
-  batch -= batch % dp.num_devices
-  total, per_epoch = optim.resolve_steps(cfg, len(y_tr), batch)
-  tx, schedule = optim.make_optimizer(cfg.optimizer, total, per_epoch)
-  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
-  variables = net.init(init_rng, jnp.zeros((1, h_tr.shape[1])), jnp.zeros((1, nc)),
-                       jnp.zeros((1, nc)), jnp.zeros((1,), jnp.int32))
-  state = train_state.create(variables, tx, state_rng, ema=True)
-  meta = {"stage": STAGE, "class_names": list(data.class_names), "num_classes": nc,
-          "stage_model": {"timesteps": cfg.timesteps, "hidden": cfg.hidden,
-                          "beta_start": cfg.beta_start, "beta_end": cfg.beta_end,
-                          "classifier_stage": cfg.classifier_stage},
-          "model": config.model.to_dict(), "data_fingerprint": data.fingerprint}
-  ckpt = StageCheckpoints(ctx.workdir, STAGE, keep=cfg.keep_checkpoints)
-  state = ckpt.resume(state, meta, ctx.mode)
-  state = dp.replicate(state)
-  if ctx.mode == "train" and int(jax.device_get(state.step)) < total:
-    step_fn = dp.jit_step(train_state.make_train_step(make_loss_fn(net, sched), tx, schedule,
-                                                      ema_decay=float(cfg.ema_decay)))
-    source = pipeline.ArraySource({"h": h_tr, "y_hat": yhat_tr,
-                                   "y0": np.eye(nc, dtype=np.float32)[y_tr]})
-    state = loop.fit(STAGE, state, step_fn, source, dp=dp, cfg=cfg, global_batch=batch,
-                     total_steps=total, steps_per_epoch=per_epoch, examples_per_step=batch,
-                     shuffle_seed=config.data.shuffle_seed, ckpt=ckpt, meta=meta,
-                     workdir=ctx.workdir)
-  ckpt.close()
-  state = jax.device_get(state)
-  ema_vars = {"params": state.ema_params, "batch_stats": state.batch_stats}
-  return evaluate(ctx, net, sched, ema_vars, feats, int(state.step))
+def model_spec(ctx, feature_dim: int) -> stage_lib.ModelSpec:
+  cfg, nc = ctx.config.card, len(ctx.data.class_names)
+  net = NoiseNet(nc, int(cfg.hidden), int(cfg.timesteps))
+  return stage_lib.ModelSpec(
+      STAGE, net, (((1, feature_dim), "float32"), ((1, nc), "float32"), ((1, nc), "float32"),
+                   ((1,), "int32")),
+      {k: cfg[k] for k in ("timesteps", "hidden", "beta_start", "beta_end", "classifier_stage")},
+      meta={"inference_params": "ema"})
 
 
-def evaluate(ctx, net, sched, variables, feats, step: int) -> dict:
+def schedule(cfg) -> diffusion.Schedule:
+  return diffusion.Schedule.linear(int(cfg.timesteps), cfg.beta_start, cfg.beta_end)
+
+
+def run(ctx) -> StageResult:
   cfg, data = ctx.config.card, ctx.data
   nc = len(data.class_names)
-  n = int(cfg.num_samples)
-  sampler = make_sampler(net, sched, n)
-  key = jax.random.PRNGKey(cfg.seed + 1)
-  bs = int(cfg.eval_batch_size)
+  feats = _features(ctx, cfg)
+  keep = data.images["train"].labels >= 0
+  h_tr, yhat_tr = feats["train"][0][keep], feats["train"][1][keep]
+  y_tr = data.images["train"].labels[keep]
+  spec = model_spec(ctx, h_tr.shape[1])
+  trained = stage_lib.train_stage(ctx, spec, stage_lib.TrainSpec(
+      loss_fn=make_loss_fn(spec.model, schedule(cfg)),
+      data={"h": h_tr, "y_hat": yhat_tr, "y0": np.eye(nc, dtype=np.float32)[y_tr]},
+      ema_decay=float(cfg.ema_decay)))
+  return evaluate(ctx, trained, feats)
+
+
+def _sample_temperature(ctx, sampler, variables, feats, key) -> float:
+  """T_s from the config, or tuned on training images when it is <= 0."""
+  cfg, labels = ctx.config.card, ctx.data.images["train"].labels
   ts = float(cfg.sample_temperature)
-  if ts <= 0:
-    rng = np.random.default_rng(cfg.seed)
-    labels = data.images["train"].labels
-    idx = rng.permutation(np.flatnonzero(labels >= 0))[: int(cfg.tune_images)]
-    y0 = draw_samples(sampler, variables, feats["train"][0][idx], feats["train"][1][idx],
-                      jax.random.fold_in(key, 1), bs, "card: tuning T_s")
-    ts = tune_temperature(y0, labels[idx])
-  h_te, yhat_te = feats["test"]
+  if ts > 0:
+    return ts
+  rng = np.random.default_rng(cfg.seed)
+  idx = rng.permutation(np.flatnonzero(labels >= 0))[: int(cfg.tune_images)]
+  y0 = draw_samples(sampler, variables, feats["train"][0][idx], feats["train"][1][idx],
+                    jax.random.fold_in(key, 1), int(cfg.eval_batch_size), "card: tuning T_s")
+  return tune_temperature(y0, labels[idx])
+
+
+def predict_samples(ctx, trained, h, y_hat, key, ts: float, sampler=None) -> np.ndarray:
+  """Sampled class probabilities [n, N, C] of images given f_phi's h and y_hat:
+  the one CARD inference path evaluation and prediction share."""
+  cfg = ctx.config.card
+  sampler = sampler or make_sampler(trained.model, schedule(cfg), int(cfg.num_samples))
+  y0 = draw_samples(sampler, trained.variables, h, y_hat, key, int(cfg.eval_batch_size),
+                    f"card: sampling n={cfg.num_samples}, T={cfg.timesteps}")
+  return np.asarray(diffusion.sample_probabilities(jnp.asarray(y0), ts))
+
+
+def evaluate(ctx, trained, feats) -> StageResult:
+  cfg, data = ctx.config.card, ctx.data
+  nc = len(data.class_names)
+  key = jax.random.PRNGKey(cfg.seed + 1)
+  sampler = make_sampler(trained.model, schedule(cfg), int(cfg.num_samples))
+  ts = _sample_temperature(ctx, sampler, trained.variables, feats, key)
   test_labels = data.images["test"].labels
-  y0 = draw_samples(sampler, variables, h_te, yhat_te, jax.random.fold_in(key, 2), bs,
-                    f"card: sampling n={n}, T={sched.timesteps}")
-  probs = np.asarray(diffusion.sample_probabilities(jnp.asarray(y0), ts))  # [n, N, C]
+  labelled = test_labels >= 0  # unlabelled test images have nothing to be scored against
+  h_te, yhat_te = (a[labelled] for a in feats["test"])
+  test_labels = test_labels[labelled]
+  probs = predict_samples(ctx, trained, h_te, yhat_te, jax.random.fold_in(key, 2), ts, sampler)
   summary = uncertainty.summarise_samples(probs, alpha=float(cfg.pavpu_alpha))
-  pred = summary["vote"]
-  mean_p = probs.mean(0)
+  pred, mean_p = summary["vote"], probs.mean(0)
   metrics = classification.classification_metrics(test_labels, pred, nc)
   metrics.update({
       "pavpu_ttest": uncertainty.pavpu(pred == test_labels, summary["certain_ttest"]),
@@ -175,19 +169,16 @@ def evaluate(ctx, net, sched, variables, feats, step: int) -> dict:
       "zero_variance_fraction": float(summary["zero_variance"].mean()),
       "ece": calibration.expected_calibration_error(mean_p, test_labels, bins=10),
       "nll": calibration.nll(mean_p, test_labels),
-      "sample_temperature": ts, "num_samples": n, "timesteps": sched.timesteps,
+      "sample_temperature": ts, "num_samples": int(cfg.num_samples),
+      "timesteps": int(cfg.timesteps),
       "classifier_accuracy": float((yhat_te.argmax(-1) == test_labels).mean()),
-      "step": step,
+      "unlabelled_left_out": int((~labelled).sum()),
+      "step": trained.step,
   })
-  ctx.shared["card_eval"] = {"probs_mean": mean_p, "vote": pred, "summary": summary}
-  if jax.process_index() == 0:
-    report = os.path.join(ctx.workdir, "report")
-    os.makedirs(report, exist_ok=True)
-    with open(os.path.join(report, "card.json"), "w") as f:
-      json.dump(metrics, f, indent=2)
-    np.savez(os.path.join(report, "card_test_samples.npz"), mean_probs=mean_p, vote=pred,
-             labels=test_labels, certain=summary["certain_ttest"], p_value=summary["p_value"])
-    print(f"[card] test: acc={metrics['accuracy']:.4f} PAvPU(t-test)={metrics['pavpu_ttest']:.4f} "
-          f"PAvPU(threshold)={metrics['pavpu_threshold']:.4f} ECE={metrics['ece']:.3f} "
-          f"(f_phi acc={metrics['classifier_accuracy']:.4f})")
-  return metrics
+  arrays = {"mean_probs": mean_p, "vote": pred, "labels": test_labels,
+            "certain": summary["certain_ttest"], "p_value": summary["p_value"],
+            "test_index": np.flatnonzero(labelled)}
+  return StageResult(metrics, arrays=arrays, summary=(
+      f"[card] test: acc={metrics['accuracy']:.4f} PAvPU(t-test)={metrics['pavpu_ttest']:.4f} "
+      f"PAvPU(threshold)={metrics['pavpu_threshold']:.4f} ECE={metrics['ece']:.3f} "
+      f"(f_phi acc={metrics['classifier_accuracy']:.4f})"))

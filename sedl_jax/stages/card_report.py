@@ -4,23 +4,15 @@ examples of certain vs uncertain predictions."""
 
 from __future__ import annotations
 
-import json
 import os
 
-import jax
 import numpy as np
 
+from sedl_jax import results
 from sedl_jax.config import ablations
 from sedl_jax.evaluate import calibration, classification, plots
 from sedl_jax.evaluate.report_doc import ReportDoc
-
-
-def _load_row(run_dir: str):
-  path = os.path.join(run_dir, "report", "card.json")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+from sedl_jax.results import StageResult
 
 
 def example_grid(images, labels, vote, p_value, certain, names, path: str, count: int) -> None:
@@ -50,44 +42,79 @@ def example_grid(images, labels, vote, p_value, certain, names, path: str, count
   plt.close(fig)
 
 
-def run(ctx) -> dict:
-  config, data = ctx.config, ctx.data
-  names = list(data.class_names)
-  report_dir = os.path.join(ctx.workdir, "report")
-  os.makedirs(report_dir, exist_ok=True)
-  if config.ablation == "all":
-    run_dirs = {name: os.path.join(ctx.workdir, name) for name in ablations.ABLATIONS}
-  else:
-    run_dirs = {config.ablation: ctx.workdir}
-  rows = {name: _load_row(d) for name, d in run_dirs.items()}
-  metrics = {"table3": {}, "paper_table3_fer2013": {}, "paper_affectnet_proposed": None}
-  table = []
-  for name, row in rows.items():
+def _run_dirs(ctx) -> dict[str, str]:
+  """Table-3 row -> the workdir holding its `card` result."""
+  if ctx.config.ablation == "all":
+    return {name: os.path.join(ctx.workdir, name) for name in ablations.rows(ctx.config)}
+  return {ctx.config.ablation: ctx.workdir}
+
+
+def collect(ctx) -> dict:
+  """Table 3's numbers (ours and the paper's) from each row's `card` result."""
+  keep = ("accuracy", "f1_macro", "pavpu_ttest", "pavpu_threshold", "ece", "nll",
+          "classifier_accuracy", "sample_temperature")
+  metrics = {"table3": {}, "paper_table3_fer2013": {},
+             "paper_affectnet_proposed": dict(zip(("accuracy", "pavpu"),
+                                                  (v / 100 for v in ablations.PAPER_AFFECTNET)))}
+  for name, run_dir in _run_dirs(ctx).items():
     pa, pp = ablations.PAPER_TABLE3[name]
     metrics["paper_table3_fer2013"][name] = {"accuracy": pa / 100, "pavpu": pp / 100}
-    if row is None:
-      metrics["table3"][name] = "not run"
-      table.append([ablations.DESCRIPTIONS[name], "not run", None, None, None, None,
-                    f"{pa:.1f}", f"{pp:.1f}"])
-      continue
-    keep = ("accuracy", "f1_macro", "pavpu_ttest", "pavpu_threshold", "ece", "nll",
-            "classifier_accuracy", "sample_temperature")
-    metrics["table3"][name] = {k: row[k] for k in keep}
-    table.append([ablations.DESCRIPTIONS[name], f"{100 * row['accuracy']:.1f}",
-                  f"{100 * row['pavpu_ttest']:.1f}", f"{100 * row['pavpu_threshold']:.1f}",
-                  row["ece"], f"{100 * row['classifier_accuracy']:.1f}", f"{pa:.1f}", f"{pp:.1f}"])
-  metrics["paper_affectnet_proposed"] = dict(zip(("accuracy", "pavpu"),
-                                                 (v / 100 for v in ablations.PAPER_AFFECTNET)))
-  if jax.process_index() != 0:
-    return metrics
-  with open(os.path.join(report_dir, "metrics.json"), "w") as f:
-    json.dump(metrics, f, indent=2)
-  doc = ReportDoc("Self-supervised diffusion FER report")
-  doc.para(f"Data: {data.source}; test split: {len(data.images['test'])} static images of "
-           "subjects never seen in training.")
+    row = results.read(run_dir, "card")
+    metrics["table3"][name] = {k: row.metrics[k] for k in keep} if row else "not run"
+  return metrics
+
+
+def run(ctx) -> StageResult:
+  metrics = collect(ctx)
+  report_dir = results.report_dir(ctx.workdir)
+  return StageResult(metrics, summary=f"[report] Table 3 written to {report_dir}/report.html",
+                     render=lambda out: render(ctx, metrics, out))
+
+
+def _table3(doc, metrics) -> None:
+  table = []
+  for name, row in metrics["table3"].items():
+    pa, pp = ablations.PAPER_TABLE3[name]
+    cells = (["not run", None, None, None, None] if isinstance(row, str) else
+             [f"{100 * row['accuracy']:.1f}", f"{100 * row['pavpu_ttest']:.1f}",
+              f"{100 * row['pavpu_threshold']:.1f}", row["ece"],
+              f"{100 * row['classifier_accuracy']:.1f}"])
+    table.append([ablations.DESCRIPTIONS[name], *cells, f"{pa:.1f}", f"{pp:.1f}"])
   doc.heading("Table 3: ablation")
   doc.table(["model", "accuracy %", "PAvPU % (t-test)", "PAvPU % (threshold)", "ECE",
              "f_phi accuracy %", "paper accuracy %", "paper PAvPU %"], table)
+
+
+def _figures(doc, ctx, metrics, report_dir) -> None:
+  """Figures for the main row: the proposed model when present."""
+  rows, names = metrics["table3"], list(ctx.data.class_names)
+  main = next((n for n in ("proposed", "r18_cbam", "r18") if isinstance(rows.get(n), dict)), None)
+  if main is None:
+    return
+  z = results.read(_run_dirs(ctx)[main], "card").arrays
+  mean_p, vote, labels = z["mean_probs"], z["vote"], z["labels"]
+  plots.reliability(*calibration.reliability_bins(mean_p, labels, 10),
+                    os.path.join(report_dir, "reliability.png"),
+                    title=f"reliability ({main}): ECE {rows[main]['ece']:.3f}")
+  doc.image("reliability.png", f"Reliability diagram of {ablations.DESCRIPTIONS[main]} "
+            "(mean sampled probabilities, 10 bins)")
+  cm = classification.classification_metrics(labels, vote, len(names))["confusion"]
+  classification.plot_confusion(cm, names, os.path.join(report_dir, "card_confusion.png"),
+                                f"{main}: acc {rows[main]['accuracy']:.3f}")
+  doc.image("card_confusion.png", "Confusion matrix (majority vote of the samples)")
+  example_grid(ctx.data.images["test"].images[z["test_index"]], labels, vote, z["p_value"],
+               z["certain"], names, os.path.join(report_dir, "certain_vs_uncertain.png"),
+               int(ctx.config.report.num_examples))
+  doc.image("certain_vs_uncertain.png", "Most certain (top) and least certain (bottom) test "
+            "predictions; green = certain by the t-test, red = uncertain")
+
+
+def render(ctx, metrics: dict, report_dir: str) -> None:
+  config = ctx.config
+  doc = ReportDoc("Self-supervised diffusion FER report")
+  doc.para(f"Data: {ctx.data.source}; test split: {len(ctx.data.images['test'])} static images of "
+           "subjects never seen in training.")
+  _table3(doc, metrics)
   doc.para("The paper's columns are the paper's own numbers on FER2013 (its proposed model: "
            f"{ablations.PAPER_AFFECTNET[0]}% / {ablations.PAPER_AFFECTNET[1]}% on AffectNet), for "
            "reference; they are not comparable one-to-one with this dataset. PAvPU (t-test): "
@@ -95,28 +122,7 @@ def run(ctx) -> dict:
            f"sampled probabilities gives p < {config.card.pavpu_alpha} (all samples identical: "
            f"certain). PAvPU (threshold): certain when the mean probability >= "
            f"{config.card.pavpu_threshold}.")
-  # Figures for the main row: the proposed model when present.
-  main = next((n for n in ("proposed", "r18_cbam", "r18") if rows.get(n)), None)
-  if main is not None:
-    with np.load(os.path.join(run_dirs[main], "report", "card_test_samples.npz")) as z:
-      mean_p, vote, labels = z["mean_probs"], z["vote"], z["labels"]
-      certain, p_value = z["certain"], z["p_value"]
-    plots.reliability(*calibration.reliability_bins(mean_p, labels, 10),
-                      os.path.join(report_dir, "reliability.png"),
-                      title=f"reliability ({main}): ECE {rows[main]['ece']:.3f}")
-    doc.image("reliability.png", f"Reliability diagram of {ablations.DESCRIPTIONS[main]} "
-              "(mean sampled probabilities, 10 bins)")
-    cm = classification.classification_metrics(labels, vote, len(names))["confusion"]
-    classification.plot_confusion(cm, names, os.path.join(report_dir, "card_confusion.png"),
-                                  f"{main}: acc {rows[main]['accuracy']:.3f}")
-    doc.image("card_confusion.png", "Confusion matrix (majority vote of the samples)")
-    example_grid(data.images["test"].images, labels, vote, p_value, certain, names,
-                 os.path.join(report_dir, "certain_vs_uncertain.png"),
-                 int(config.report.num_examples))
-    doc.image("certain_vs_uncertain.png", "Most certain (top) and least certain (bottom) test "
-              "predictions; green = certain by the t-test, red = uncertain")
+  _figures(doc, ctx, metrics, report_dir)
   doc.heading("Resolved config")
   doc.code(config.to_json_best_effort(indent=2, sort_keys=True))
   doc.write(report_dir)
-  print(f"[report] Table 3 written to {report_dir}/report.html")
-  return metrics

@@ -13,8 +13,7 @@ and, when the data has sequences, on the test frames.
 
 from __future__ import annotations
 
-import json
-import os
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -22,14 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sedl_jax.data import augment, pipeline
+from sedl_jax.data import augment
 from sedl_jax.evaluate import calibration, classification, features
 from sedl_jax.models import registry as models
-from sedl_jax.stages.meta import stage_meta
-from sedl_jax.train import loop, optim
-from sedl_jax.train import state as train_state
-from sedl_jax.train.checkpoint import StageCheckpoints
-from sedl_jax.train.mesh import DataParallel
+from sedl_jax.results import StageResult
+from sedl_jax.train import stage as stage_lib
 
 MODES = ("finetune", "linear")
 INITS = ("scratch", "contrastive", "barlow")
@@ -49,19 +45,6 @@ class Classifier(nn.Module):
     else:
       h = self.encoder(x, train)
     return h, nn.Dense(self.num_classes, name="head")(h)
-
-
-def labelled_train_set(data, use_sequence_frames: bool) -> dict:
-  train = data.images["train"]
-  images, labels = [train.images], [train.labels]
-  if (use_sequence_frames and data.sequences is not None and not data.frames_in_images
-      and len(data.sequences["train"])):
-    seq = data.sequences["train"]
-    images.append(seq.frames.reshape(-1, *seq.frames.shape[2:]))
-    labels.append(seq.labels.reshape(-1))
-  images, labels = np.concatenate(images), np.concatenate(labels).astype(np.int32)
-  keep = labels >= 0
-  return {"image": images[keep], "label": labels[keep]}
 
 
 def balanced_order(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
@@ -91,17 +74,20 @@ def make_loss_fn(model, view, image_size: int, weights: np.ndarray):
   return loss_fn
 
 
-def _init_from(ctx, stage: str, variables):
-  """Copies the encoder weights of a pretraining stage into fresh variables."""
+def _encoder_start(ctx, stage: str) -> Callable[[dict], dict] | None:
+  """For a fresh start from a pretraining stage: fresh variables -> the same with
+  that stage's trained encoder."""
   init = ctx.config[stage].init
   if init == "scratch":
-    return variables
-  if init not in INITS:
-    raise ValueError(f"config.{stage}.init={init!r}: expected one of {INITS}")
+    return None
   from sedl_jax.stages import pretrain  # the pretraining stages that hold an encoder
-  params, batch_stats = pretrain.restore_encoder_variables(ctx, init)
-  return {"params": dict(variables["params"], encoder=params["encoder"]),
-          "batch_stats": dict(variables["batch_stats"], encoder=batch_stats["encoder"])}
+
+  def start(variables):
+    enc = pretrain.encoder_variables(pretrain.restore(ctx, init))
+    return {"params": dict(variables["params"], encoder=enc["params"]),
+            "batch_stats": dict(variables["batch_stats"], encoder=enc["batch_stats"])}
+
+  return start
 
 
 def evaluate_split(predict, images, labels, num_classes: int) -> dict:
@@ -113,107 +99,57 @@ def evaluate_split(predict, images, labels, num_classes: int) -> dict:
   out = classification.classification_metrics(labels, probs.argmax(-1), num_classes)
   out["nll"] = calibration.nll(probs, labels)
   out["ece"] = calibration.expected_calibration_error(probs, labels, bins=10)
+  out["unlabelled_left_out"] = int((~keep).sum())
   return out
 
 
-def _setup(ctx, stage: str):
-  """Model, train set, optimiser and state (restored when a checkpoint exists)."""
-  config, sc = ctx.config, ctx.config[stage]
-  data = ctx.data
-  if sc.mode not in MODES:
-    raise ValueError(f"config.{stage}.mode={sc.mode!r}: expected one of {MODES}")
+def model_spec(ctx, stage: str) -> stage_lib.ModelSpec:
+  sc, data = ctx.config[stage], ctx.data
+  model = Classifier(models.build_encoder(ctx.config.model), len(data.class_names),
+                     sc.mode == "linear")
+  return stage_lib.ModelSpec(stage, model, (((1, *data.image_shape), "float32"),),
+                             {"mode": sc.mode, "init": sc.init})
+
+
+def predictor(ctx, trained: stage_lib.Trained, stage: str):
+  """fn(uint8 images) -> (features h [N, D], logits [N, K]) as NumPy."""
+  predict = features.image_model(trained.model, ctx.dp, ctx.config[stage].batch_size)
+  return lambda images: predict(trained.variables, images)
+
+
+def restore(ctx, stage: str) -> stage_lib.Trained:
+  """The trained classifier for use (no optimiser, no training data)."""
+  return stage_lib.restore(ctx, model_spec(ctx, stage))
+
+
+def _train_spec(ctx, stage: str, spec: stage_lib.ModelSpec) -> stage_lib.TrainSpec:
+  sc, data = ctx.config[stage], ctx.data
   num_classes = len(data.class_names)
-  train = labelled_train_set(data, sc.use_sequence_frames)
-  if len(train["label"]) == 0:
+  images, labels = data.labelled_faces("train", sc.use_sequence_frames)
+  if len(labels) == 0:
     raise ValueError(f"stage {stage!r}: the train split has no labelled images")
   if sc.balanced_sampling:
-    order = balanced_order(train["label"], num_classes, sc.seed)
-    train = {k: v[order] for k, v in train.items()}
-  model = Classifier(models.build_encoder(config.model), num_classes, sc.mode == "linear")
-  total, per_epoch = optim.resolve_steps(sc, len(train["label"]), sc.batch_size)
-  tx, schedule = optim.make_optimizer(sc.optimizer, total, per_epoch)
-  rng = jax.random.PRNGKey(sc.seed)
-  init_rng, state_rng = jax.random.split(rng)
-  dummy = jnp.zeros((1, *data.image_shape), jnp.float32)
-  variables = jax.jit(lambda r: model.init(r, dummy, train=False))(init_rng)
-  meta = stage_meta(ctx, stage, stage_model={"mode": sc.mode, "init": sc.init})
-  ckpt = StageCheckpoints(ctx.workdir, stage, keep=sc.keep_checkpoints)
-  if ckpt.latest_step() is None and ctx.mode == "eval":
-    raise FileNotFoundError(f"--mode=eval: no checkpoint in {ckpt.directory}; train first")
-  if ckpt.latest_step() is None:
-    variables = _init_from(ctx, stage, variables)
-  state = train_state.create(variables, tx, state_rng)
-  if ckpt.latest_step() is not None:
-    state, _ = ckpt.restore(state, meta)
-  return model, train, (tx, schedule, total, per_epoch), state, ckpt, meta
+    order = balanced_order(labels, num_classes, sc.seed)
+    images, labels = images[order], labels[order]
+  weights = classification.class_weights(labels, num_classes, sc.class_weighting)
+  view = augment.View.from_config(sc.view)
+  return stage_lib.TrainSpec(
+      loss_fn=make_loss_fn(spec.model, view, data.image_shape[0], weights),
+      data={"image": images, "label": labels}, init_variables=_encoder_start(ctx, stage))
 
 
-def predictor(ctx, stage: str, model, state):
-  """fn(uint8 images) -> (features h [N, D], logits [N, K]) as NumPy."""
-  dp = DataParallel.create()
-  state = dp.replicate(state)
-
-  @jax.jit
-  def infer(params, batch_stats, batch):
-    x = augment.normalize(augment.to_float(batch["image"]))
-    return model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
-
-  bs = features.eval_batch_size(ctx.config[stage].batch_size, dp)
-
-  def predict(images):
-    fn = lambda batch: infer(state.params, state.batch_stats, batch)
-    return features.map_batches(fn, {"image": images}, batch_size=bs, dp=dp)
-
-  return predict
-
-
-def restore(ctx, stage: str):
-  """The trained classifier's predictor (no training): fn(images) -> (h, logits)."""
-  if stage in ctx.shared:
-    return ctx.shared[stage]["predict"]
-  model, _, _, state, ckpt, _ = _setup(ctx, stage)
-  if ckpt.latest_step() is None:
-    raise FileNotFoundError(f"no {stage} checkpoint in {ckpt.directory}: run the {stage!r} stage first")
-  ckpt.close()
-  return predictor(ctx, stage, model, state)
-
-
-def run(ctx, stage: str) -> dict:
-  config, sc = ctx.config, ctx.config[stage]
-  data = ctx.data
+def run(ctx, stage: str) -> StageResult:
+  sc, data = ctx.config[stage], ctx.data
   num_classes = len(data.class_names)
-  model, train, (tx, schedule, total, per_epoch), state, ckpt, meta = _setup(ctx, stage)
-  dp = DataParallel.create()
-  state = dp.replicate(state)
-  weights = classification.class_weights(train["label"], num_classes, sc.class_weighting)
-  if ctx.mode == "train" and int(jax.device_get(state.step)) < total:
-    view = augment.View.from_config(sc.view)
-    step_fn = dp.jit_step(train_state.make_train_step(
-        make_loss_fn(model, view, data.image_shape[0], weights), tx, schedule))
-    source = pipeline.ArraySource(train)
-    state = loop.fit(stage, state, step_fn, source, dp=dp, cfg=sc, global_batch=sc.batch_size,
-                     total_steps=total, steps_per_epoch=per_epoch,
-                     examples_per_step=sc.batch_size, shuffle_seed=config.data.shuffle_seed,
-                     ckpt=ckpt, meta=meta, workdir=ctx.workdir,
-                     num_threads=config.data.num_threads, prefetch=config.data.prefetch)
-  ckpt.close()
-  predict = predictor(ctx, stage, model, state)
+  spec = model_spec(ctx, stage)
+  trained = stage_lib.train_stage(ctx, spec, _train_spec(ctx, stage, spec))
+  predict = predictor(ctx, trained, stage)
   logits_only = lambda images: predict(images)[1]
   test = data.images["test"]
-  result = {"step": int(jax.device_get(state.step)), "mode": sc.mode, "init": sc.init,
+  result = {"step": trained.step, "mode": sc.mode, "init": sc.init,
             "test_images": evaluate_split(logits_only, test.images, test.labels, num_classes)}
   if data.sequences is not None and len(data.sequences["test"]):
-    seq = data.sequences["test"]
-    result["test_frames"] = evaluate_split(logits_only,
-                                           seq.frames.reshape(-1, *seq.frames.shape[2:]),
-                                           seq.labels.reshape(-1), num_classes)
-  ctx.shared[stage] = {"predict": predict}
-  if jax.process_index() == 0:
-    path = os.path.join(ctx.workdir, "report", f"{stage}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(result, f, indent=2)
-    r = result["test_images"]
-    print(f"[{stage}] test images: acc={r['accuracy']:.4f} F1={r['f1_macro']:.4f} "
-          f"NLL={r['nll']:.3f} ECE={r['ece']:.3f}")
-  return result
+    result["test_frames"] = evaluate_split(logits_only, *data.eval_set("test"), num_classes)
+  r = result["test_images"]
+  return StageResult(result, summary=f"[{stage}] test images: acc={r['accuracy']:.4f} "
+                     f"F1={r['f1_macro']:.4f} NLL={r['nll']:.3f} ECE={r['ece']:.3f}")

@@ -1,13 +1,15 @@
-"""What a stage receives: the config, the workdir, the mode and lazily loaded data."""
+"""What a stage receives: the config, the workdir, the mode, the device mesh,
+lazily loaded data, and the results of earlier stages."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 
+from sedl_jax import results as results_lib
 from sedl_jax.data import sources
 from sedl_jax.data.types import FaceData
+from sedl_jax.train.mesh import DataParallel
 
 
 @dataclasses.dataclass
@@ -15,14 +17,28 @@ class Context:
   config: object
   workdir: str
   mode: str = "train"  # train | eval
-  # Values later stages share within one run (e.g. cached embeddings).
-  shared: dict = dataclasses.field(default_factory=dict)
+  # Results of the stages that ran in this process, by stage name.
+  results: dict = dataclasses.field(default_factory=dict)
 
   @functools.cached_property
   def data(self) -> FaceData:
     return sources.load_dataset(self.config.data, workdir=self.workdir)
 
-  def path(self, *parts: str) -> str:
-    p = os.path.join(self.workdir, *parts)
-    os.makedirs(os.path.dirname(p), exist_ok=True)
-    return p
+  @functools.cached_property
+  def dp(self) -> DataParallel:
+    return DataParallel.create()
+
+  @functools.cached_property
+  def embeddings(self):
+    """The contrastive encoder's embeddings of every image and frame (cached on disk)."""
+    from sedl_jax.stages import embeddings  # it needs the pretraining stage's model
+    return embeddings.load(self)
+
+  def result(self, stage: str) -> results_lib.StageResult | None:
+    """A stage's result: from this run, else as the runner wrote it (None if never run)."""
+    if stage not in self.results:
+      found = results_lib.read(self.workdir, stage)
+      if found is None:
+        return None
+      self.results[stage] = found
+    return self.results[stage]

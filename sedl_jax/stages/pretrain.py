@@ -16,7 +16,6 @@ confusion-matrix plots.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Callable
 
@@ -26,17 +25,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sedl_jax.data import augment, pipeline
+from sedl_jax.data import augment
 from sedl_jax.evaluate import classification, features, probes
 from sedl_jax.losses.barlow import barlow_twins
 from sedl_jax.losses.ntxent import nt_xent
 from sedl_jax.models import heads
 from sedl_jax.models import registry as models
-from sedl_jax.stages.meta import stage_meta
-from sedl_jax.train import loop, optim
-from sedl_jax.train import state as train_state
-from sedl_jax.train.checkpoint import StageCheckpoints
-from sedl_jax.train.mesh import DataParallel
+from sedl_jax.results import StageResult
+from sedl_jax.train import stage as stage_lib
 
 STAGE = "contrastive"
 
@@ -119,141 +115,94 @@ def make_loss_fn(model: ContrastiveModel, config, image_size: int, stage: str = 
   return loss_fn
 
 
-def init_state(model, config, image_shape, tx, stage: str = STAGE):
-  rng = jax.random.PRNGKey(config[stage].seed)
-  init_rng, state_rng = jax.random.split(rng)
-  dummy = jnp.zeros((1, *image_shape), jnp.float32)
-  variables = jax.jit(lambda r: model.init(r, dummy, train=False))(init_rng)
-  return train_state.create(variables, tx, state_rng)
+def make_model_spec(config, num_classes: int, image_shape, stage: str = STAGE):
+  """The pretraining model as the stage machinery builds and restores it."""
+  return stage_lib.ModelSpec(stage, build_model(config, num_classes, stage),
+                             (((1, *image_shape), "float32"),),
+                             _method(stage).stage_model(config[stage]))
 
 
-def make_apply_fns(model):
-  """Jitted inference: features h and online-probe logits for a uint8 batch."""
-
-  @jax.jit
-  def infer(params, batch_stats, batch):
-    x = augment.normalize(augment.to_float(batch["image"]))
-    h, _, logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
-    return h, logits
-
-  return infer
+def model_spec(ctx, stage: str = STAGE) -> stage_lib.ModelSpec:
+  return make_model_spec(ctx.config, len(ctx.data.class_names), ctx.data.image_shape, stage)
 
 
-def _optimizer(sc, total: int, per_epoch: int):
-  scale = sc.batch_size / 256 if sc.get("lr_batch_scaling", False) else 1.0
-  return optim.make_optimizer(sc.optimizer, total, per_epoch, lr_scale=scale)
+def encoder_variables(trained: stage_lib.Trained) -> dict:
+  """The encoder's own variables, to start another model's encoder from."""
+  v = jax.device_get(trained.variables)
+  return {"params": v["params"]["encoder"], "batch_stats": v["batch_stats"].get("encoder", {})}
 
 
-def _restore_state(ctx, stage: str):
-  config, sc = ctx.config, ctx.config[stage]
-  data = ctx.data
-  ckpt = StageCheckpoints(ctx.workdir, stage, keep=sc.keep_checkpoints)
-  if ckpt.latest_step() is None:
-    raise FileNotFoundError(f"no {stage} checkpoint in {ckpt.directory}: "
-                            f"run the {stage!r} stage first")
-  model = build_model(config, len(data.class_names), stage)
-  tx, _ = _optimizer(sc, 1, 1)  # only the optimiser state's structure matters here
-  state = init_state(model, config, data.image_shape, tx, stage)
-  state, _ = ckpt.restore(state, stage_meta(ctx, stage, stage_model=_method(stage).stage_model(sc)))
-  ckpt.close()
-  return model, state
+def predictor(ctx, trained: stage_lib.Trained, stage: str = STAGE):
+  """fn(uint8 images) -> (encoder features h [N, D], online-probe logits [N, K])."""
+  predict = features.image_model(trained.model, ctx.dp, ctx.config[stage].batch_size,
+                                 select=lambda out: (out[0], out[2]))
+  return lambda images: predict(trained.variables, images)
 
 
-def restore_encoder_variables(ctx, stage: str = STAGE):
-  """(params, batch_stats) of a trained pretraining stage's model, on the host."""
-  _, state = _restore_state(ctx, stage)
-  return jax.device_get(state.params), jax.device_get(state.batch_stats)
+def restore(ctx, stage: str = STAGE) -> stage_lib.Trained:
+  """The trained pretraining model for use (no optimiser, no training data)."""
+  return stage_lib.restore(ctx, model_spec(ctx, stage))
 
 
-def restore_encoder(ctx, stage: str = STAGE):
-  """A trained encoder for inference: returns (embed, step), where
-  embed(uint8 images [N, H, W, C]) -> encoder features [N, D] as NumPy."""
-  model, state = _restore_state(ctx, stage)
-  sc = ctx.config[stage]
-  dp = DataParallel.create()
-  state = dp.replicate(state)
-  infer = make_apply_fns(model)
-  bs = features.eval_batch_size(sc.batch_size, dp)
+def _train_spec(ctx, stage: str, spec: stage_lib.ModelSpec) -> stage_lib.TrainSpec:
+  sc, data = ctx.config[stage], ctx.data
+  images, labels = data.faces("train", use_sequence_frames=sc.use_sequence_frames,
+                              frame_labels=False)
+  val = data.images["val"]
+  probe_logits = features.image_model(spec.model, ctx.dp, sc.batch_size, select=lambda out: out[2])
 
-  def embed(images):
-    fn = lambda batch: infer(state.params, state.batch_stats, batch)[0]
-    return features.map_batches(fn, {"image": images}, batch_size=bs, dp=dp)
-
-  return embed, int(jax.device_get(state.step))
-
-
-def pretraining_set(data, use_sequence_frames: bool) -> dict:
-  """Train-split static images, plus the train split's sequence frames as
-  unlabelled images (label -1) when asked: SEDL pretrains on unlabelled video."""
-  train = data.images["train"]
-  images, labels = [train.images], [train.labels]
-  if (use_sequence_frames and data.sequences is not None and not data.frames_in_images
-      and len(data.sequences["train"])):
-    frames = data.sequences["train"].frames
-    images.append(frames.reshape(-1, *frames.shape[2:]))
-    labels.append(np.full(images[-1].shape[0], -1, np.int32))
-  return {"image": np.concatenate(images), "label": np.concatenate(labels)}
-
-
-def run(ctx, stage: str = STAGE) -> dict:
-  config, sc, method = ctx.config, ctx.config[stage], _method(stage)
-  data = ctx.data
-  pretrain = pretraining_set(data, sc.use_sequence_frames)
-  num_classes = len(data.class_names)
-  dp = DataParallel.create()
-  model = build_model(config, num_classes, stage)
-  total, per_epoch = optim.resolve_steps(sc, len(pretrain["label"]), sc.batch_size)
-  tx, schedule = _optimizer(sc, total, per_epoch)
-  state = init_state(model, config, data.image_shape, tx, stage)
-  meta = stage_meta(ctx, stage, stage_model=method.stage_model(sc))
-  ckpt = StageCheckpoints(ctx.workdir, stage, keep=sc.keep_checkpoints)
-  state = ckpt.resume(state, meta, ctx.mode)
-  state = dp.replicate(state)
-  infer = make_apply_fns(model)
-  bs_eval = features.eval_batch_size(sc.batch_size, dp)
-
-  def online_probe(st, epoch):
-    val = data.images["val"]
-    if len(val) == 0:
+  def online_probe(state, epoch):
+    labelled = val.labels >= 0
+    if not labelled.any():
       return {}
-    fn = lambda batch: infer(st.params, st.batch_stats, batch)[1]
-    logits = features.map_batches(fn, {"image": val.images}, batch_size=bs_eval, dp=dp)
-    return {"online_probe_val_acc": float((logits.argmax(-1) == val.labels).mean())}
+    logits = probe_logits({"params": state.params, "batch_stats": state.batch_stats}, val.images)
+    return {"online_probe_val_acc": float((logits.argmax(-1) == val.labels)[labelled].mean())}
 
-  if ctx.mode == "train" and int(jax.device_get(state.step)) < total:
-    step_fn = dp.jit_step(train_state.make_train_step(
-        make_loss_fn(model, config, data.image_shape[0], stage), tx, schedule))
-    source = pipeline.ArraySource(pretrain)
-    state = loop.fit(stage, state, step_fn, source, dp=dp, cfg=sc, global_batch=sc.batch_size,
-                     total_steps=total, steps_per_epoch=per_epoch,
-                     examples_per_step=2 * sc.batch_size, shuffle_seed=config.data.shuffle_seed,
-                     ckpt=ckpt, meta=meta, workdir=ctx.workdir,
-                     num_threads=config.data.num_threads, prefetch=config.data.prefetch,
-                     on_epoch_end=online_probe)
-  ckpt.close()
+  return stage_lib.TrainSpec(
+      loss_fn=make_loss_fn(spec.model, ctx.config, data.image_shape[0], stage),
+      data={"image": images, "label": labels}, views_per_example=2,
+      on_epoch_end=online_probe,
+      lr_scale=sc.batch_size / 256 if sc.get("lr_batch_scaling", False) else 1.0)
 
-  def embed(split_set):
-    fn = lambda batch: infer(state.params, state.batch_stats, batch)[0]
-    return features.map_batches(fn, {"image": split_set.images}, batch_size=bs_eval, dp=dp)
 
-  return evaluate(ctx, embed, data, int(jax.device_get(state.step)), stage)
+def run(ctx, stage: str = STAGE) -> StageResult:
+  spec = model_spec(ctx, stage)
+  trained = stage_lib.train_stage(ctx, spec, _train_spec(ctx, stage, spec))
+  predict = predictor(ctx, trained, stage)
+  embed = lambda images: predict(images)[0]
+  if stage == "contrastive":
+    # SEDL's later stages use every image's and frame's embedding: computed here,
+    # with the encoder already compiled, and cached for them.
+    from sedl_jax.stages import embeddings
+    ctx.embeddings = embeddings.load(ctx, embed)
+    feats = ctx.embeddings.images
+  else:
+    feats = {s: embed(ctx.data.images[s].images) for s in ("train", "val", "test")}
+  return evaluate(ctx, feats, trained.step, stage)
 
 
 def pixel_probe(data) -> dict:
-  """The logistic-regression probe on standardised raw pixels (same splits, same C search)."""
-  flat = {s: data.images[s].images.reshape(len(data.images[s]), -1).astype(np.float32) / 255.0
-          for s in ("train", "val", "test")}
-  return probes.linear_probe(flat["train"], data.images["train"].labels, flat["test"],
-                             data.images["test"].labels, len(data.class_names), flat["val"],
-                             data.images["val"].labels)
+  """The logistic-regression probe on standardised raw pixels (same splits, same C
+  search), over the labelled images."""
+  flat, labels = {}, {}
+  for s in ("train", "val", "test"):
+    im = data.images[s]
+    keep = im.labels >= 0
+    flat[s] = im.images[keep].reshape(int(keep.sum()), -1).astype(np.float32) / 255.0
+    labels[s] = im.labels[keep]
+  return probes.linear_probe(flat["train"], labels["train"], flat["test"], labels["test"],
+                             len(data.class_names), flat["val"], labels["val"])
 
 
-def evaluate(ctx, embed, data, step: int, stage: str = STAGE) -> dict:
-  """Offline linear probe and kNN on frozen features of the subject-disjoint test
-  split, and the same linear probe on raw pixels as the reference to beat."""
-  sc = ctx.config[stage]
-  feats = {s: embed(data.images[s]) for s in ("train", "val", "test")}
-  labels = {s: data.images[s].labels for s in feats}
+def evaluate(ctx, image_features: dict, step: int, stage: str = STAGE) -> StageResult:
+  """Offline linear probe and kNN on the frozen features of each split's static
+  images (subject-disjoint test split), and the same linear probe on raw pixels
+  as the reference to beat."""
+  sc, data = ctx.config[stage], ctx.data
+  # Unlabelled images (label -1) have nothing to be scored against.
+  labelled = {s: data.images[s].labels >= 0 for s in ("train", "val", "test")}
+  feats = {s: image_features[s][keep] for s, keep in labelled.items()}
+  labels = {s: data.images[s].labels[keep] for s, keep in labelled.items()}
   nc = len(data.class_names)
   result = {
       "step": step,
@@ -262,22 +211,21 @@ def evaluate(ctx, embed, data, step: int, stage: str = STAGE) -> dict:
       "knn": probes.knn_probe(feats["train"], labels["train"], feats["test"], labels["test"], nc,
                               k=sc.knn_k, temperature=sc.knn_temperature),
       "pixel_linear_probe": (pixel_probe(data) if sc.get("pixel_baseline", True) else None),
+      "unlabelled_left_out": {s: int((~keep).sum()) for s, keep in labelled.items()},
       "class_names": list(data.class_names),
       "test_subjects": sorted(set(data.images["test"].subjects.tolist())),
   }
-  if jax.process_index() == 0:
-    report = os.path.join(ctx.workdir, "report")
-    os.makedirs(report, exist_ok=True)
-    with open(os.path.join(report, f"{stage}.json"), "w") as f:
-      json.dump(result, f, indent=2)
+
+  def render(report_dir):
     for name in ("linear_probe", "knn"):
-      classification.plot_confusion(result[name]["confusion"], data.class_names,
-                                    os.path.join(report, f"{stage}_{name}_confusion.png"),
-                                    f"{name.replace('_', ' ')}: acc {result[name]['accuracy']:.3f}")
-    lp, kn = result["linear_probe"], result["knn"]
-    px = result["pixel_linear_probe"]
-    held_out = "held-out subjects" if (data.images["test"].subjects >= 0).all() else "test split"
-    print(f"[{stage}] test ({held_out}): linear probe acc={lp['accuracy']:.4f} "
-          f"F1={lp['f1_macro']:.4f}; kNN acc={kn['accuracy']:.4f}"
-          + (f"; raw-pixel linear probe acc={px['accuracy']:.4f}" if px else ""))
-  return result
+      classification.plot_confusion(
+          result[name]["confusion"], data.class_names,
+          os.path.join(report_dir, f"{stage}_{name}_confusion.png"),
+          f"{name.replace('_', ' ')}: acc {result[name]['accuracy']:.3f}")
+
+  lp, kn, px = result["linear_probe"], result["knn"], result["pixel_linear_probe"]
+  held_out = "held-out subjects" if (data.images["test"].subjects >= 0).all() else "test split"
+  summary = (f"[{stage}] test ({held_out}): linear probe acc={lp['accuracy']:.4f} "
+             f"F1={lp['f1_macro']:.4f}; kNN acc={kn['accuracy']:.4f}"
+             + (f"; raw-pixel linear probe acc={px['accuracy']:.4f}" if px else ""))
+  return StageResult(result, summary=summary, render=render)

@@ -11,20 +11,14 @@ E^(t+h) = mean(E(1..t)) (not re-normalised: the best constant guess under MSE).
 
 from __future__ import annotations
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sedl_jax.data import pipeline
 from sedl_jax.models import temporal as temporal_model
+from sedl_jax.results import StageResult
 from sedl_jax.stages import embeddings as embeddings_lib
-from sedl_jax.train import loop, optim
-from sedl_jax.train import state as train_state
-from sedl_jax.train.checkpoint import StageCheckpoints
-from sedl_jax.train.mesh import DataParallel
+from sedl_jax.train import stage as stage_lib
 
 STAGE = "temporal"
 
@@ -81,49 +75,34 @@ def make_context_fn(model):
   return jax.jit(lambda params, emb: model.apply({"params": params}, emb, train=False)[1])
 
 
-def _meta(ctx, emb_dim: int, emb_step: int) -> dict:
-  return {"stage": STAGE, "embedding_dim": int(emb_dim), "contrastive_step": int(emb_step),
-          "stage_model": {k: ctx.config.temporal[k] for k in
-                          ("layers", "heads", "width", "dropout", "context_length", "positional",
-                            "output")},
-          "data_fingerprint": ctx.data.fingerprint}
+def model_spec(ctx, seq_len: int, emb_dim: int) -> stage_lib.ModelSpec:
+  cfg = ctx.config.temporal
+  fields = ("layers", "heads", "width", "dropout", "context_length", "positional", "output")
+  return stage_lib.ModelSpec(STAGE, temporal_model.build(cfg), (((1, seq_len, emb_dim), "float32"),),
+                             {k: cfg[k] for k in fields})
 
 
-def init_state(model, cfg, seq_len: int, emb_dim: int, tx):
-  rng = jax.random.PRNGKey(cfg.seed)
-  init_rng, state_rng = jax.random.split(rng)
-  dummy = jnp.zeros((1, seq_len, emb_dim), jnp.float32)
-  variables = jax.jit(lambda r: model.init(r, dummy, train=False))(init_rng)
-  return train_state.create(variables, tx, state_rng)
+def _spec_for(ctx, seq_len: int, emb_dim: int, contrastive_step: int | None):
+  spec = model_spec(ctx, seq_len, emb_dim)
+  spec.meta["contrastive_step"] = contrastive_step
+  return spec
 
 
-def fit(cfg, train_emb: np.ndarray, workdir: str, meta: dict, mode: str = "train",
-        shuffle_seed: int = 0):
-  """Trains (or restores) the predictor on unit-norm sequences [S, T, D].
+def fit(ctx, train_emb: np.ndarray, contrastive_step: int | None = None) -> stage_lib.Trained:
+  """Trains (resumes, or in eval mode restores) the predictor on unit-norm
+  sequences [S, T, D] of the embeddings of `contrastive_step`."""
+  _, t, d = train_emb.shape
+  spec = _spec_for(ctx, t, d, contrastive_step)
+  train = stage_lib.TrainSpec(loss_fn=make_loss_fn(spec.model),
+                              data={"emb": np.asarray(train_emb, np.float32)})
+  return stage_lib.train_stage(ctx, spec, train)
 
-  Returns (model, params). Resumes from `workdir/checkpoints/temporal`.
-  """
-  model = temporal_model.build(cfg)
-  s, t, d = train_emb.shape
-  batch = min(int(cfg.batch_size), s)
-  dp = DataParallel.create()
-  batch -= batch % dp.num_devices
-  if batch <= 0:
-    raise ValueError(f"temporal: {s} training sequences cannot fill a batch on {dp.num_devices} devices")
-  total, per_epoch = optim.resolve_steps(cfg, s, batch)
-  tx, schedule = optim.make_optimizer(cfg.optimizer, total, per_epoch)
-  state = init_state(model, cfg, t, d, tx)
-  ckpt = StageCheckpoints(workdir, STAGE, keep=cfg.keep_checkpoints)
-  state = ckpt.resume(state, meta, mode)
-  state = dp.replicate(state)
-  if mode == "train" and int(jax.device_get(state.step)) < total:
-    step_fn = dp.jit_step(train_state.make_train_step(make_loss_fn(model), tx, schedule))
-    source = pipeline.ArraySource({"emb": train_emb.astype(np.float32)})
-    state = loop.fit(STAGE, state, step_fn, source, dp=dp, cfg=cfg, global_batch=batch,
-                     total_steps=total, steps_per_epoch=per_epoch, examples_per_step=batch,
-                     shuffle_seed=shuffle_seed, ckpt=ckpt, meta=meta, workdir=workdir)
-  ckpt.close()
-  return model, jax.device_get(state.params)
+
+def restore(ctx) -> stage_lib.Trained:
+  """The trained predictor for use (no optimiser, no training data)."""
+  emb = ctx.embeddings
+  _, t, d = emb.frames["train"].shape
+  return stage_lib.restore(ctx, _spec_for(ctx, t, d, emb.step))
 
 
 def feasible_horizons(horizons, length: int) -> list[int]:
@@ -143,40 +122,25 @@ def forecast_report(model, params, emb: np.ndarray, horizons) -> dict:
   return out
 
 
-def restore(ctx):
-  """(model, params) of the trained predictor for later stages (no training)."""
-  emb = embeddings_lib.load(ctx)
-  train = emb.unit_frames("train")
-  return fit(ctx.config.temporal, train, ctx.workdir, _meta(ctx, train.shape[-1], emb.step),
-             mode="eval")
-
-
-def run(ctx) -> dict:
+def run(ctx) -> StageResult:
   cfg = ctx.config.temporal
   if ctx.data.sequences is None:
     reason = (f"data source {ctx.data.source!r} has no sequences (frames in order): "
               "nothing to predict; the temporal stage was skipped")
-    print(f"[temporal] {reason}")
-    return {"skipped": reason}
-  emb = embeddings_lib.load(ctx)
-  train = emb.unit_frames("train")
-  model, params = fit(cfg, train, ctx.workdir, _meta(ctx, train.shape[-1], emb.step),
-                      mode=ctx.mode, shuffle_seed=ctx.config.data.shuffle_seed)
-  ctx.shared["temporal"] = (model, params)
+    return StageResult({"skipped": reason}, summary=f"[temporal] {reason}")
+  emb = ctx.embeddings
+  trained = fit(ctx, emb.unit_frames("train"), emb.step)
+  params = trained.variables["params"]
   length = emb.frames["test"].shape[1]
-  result = {"test_mse": forecast_report(model, params, emb.unit_frames("test"), cfg.horizons),
-            "num_test_sequences": int(emb.frames["test"].shape[0])}
+  result = {"test_mse": forecast_report(trained.model, params, emb.unit_frames("test"),
+                                        cfg.horizons),
+            "num_test_sequences": int(emb.frames["test"].shape[0]), "step": trained.step}
   too_long = [int(h) for h in cfg.horizons if int(h) not in feasible_horizons(cfg.horizons, length)]
   if too_long:
     result["horizons_not_evaluated"] = (f"{too_long}: not shorter than the {length}-frame "
                                         "sequences (data.sequence_length)")
-  if jax.process_index() == 0:
-    path = os.path.join(ctx.workdir, "report", "temporal.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(result, f, indent=2)
-    first = next(iter(result["test_mse"]))
-    h1 = result["test_mse"][first]
-    print(f"[temporal] test MSE (h={first}): model={h1['model']:.4f} "
-          f"persistence={h1['persistence']:.4f} sequence-mean={h1['sequence_mean']:.4f}")
-  return result
+  first = next(iter(result["test_mse"]))
+  h1 = result["test_mse"][first]
+  return StageResult(result, summary=f"[temporal] test MSE (h={first}): model={h1['model']:.4f} "
+                     f"persistence={h1['persistence']:.4f} "
+                     f"sequence-mean={h1['sequence_mean']:.4f}")

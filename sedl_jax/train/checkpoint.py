@@ -1,9 +1,20 @@
-"""Orbax CheckpointManager per stage, with metadata saved beside the state."""
+"""Orbax CheckpointManager per stage: the train state, the inference variables and
+metadata, saved together.
+
+Three items per step:
+  * `state`: the whole TrainState (optimizer included), for resuming training;
+  * `model`: only what inference needs (params, or their EMA when the stage
+    keeps one, and batch statistics), so evaluation and prediction restore a
+    model without building an optimiser or loading training data;
+  * `meta`: JSON (class names, image size, channels, model config, input
+    shapes, data fingerprint, a unique id of this save).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import uuid
 from typing import Any
 
 import jax
@@ -12,6 +23,10 @@ import orbax.checkpoint as ocp
 
 class CheckpointMismatch(ValueError):
   """A checkpoint that does not fit the config it is restored into."""
+
+
+class MissingCheckpoint(FileNotFoundError):
+  """A stage was asked to restore a checkpoint it never saved; says how to train it."""
 
 
 def _flatten(d: Any, prefix: str = "") -> dict:
@@ -29,6 +44,20 @@ def config_diff(saved: dict, current: dict, prefix: str) -> list[str]:
           for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def meta_diffs(saved: dict, expected: dict, stage: str) -> list[str]:
+  """What differs between a checkpoint's metadata and what the config expects."""
+  diffs = []
+  # "model" is config.model; "stage_model" holds the stage's own model fields.
+  for key, prefix in (("model", "config.model"), ("stage_model", f"config.{stage}")):
+    if key in expected or key in saved:
+      diffs += config_diff(saved.get(key, {}), expected.get(key, {}), prefix)
+  # Same class names in the same order: a head's outputs mean those classes.
+  for key in ("image_size", "channels", "num_classes", "class_names"):
+    if key in expected and saved.get(key) != expected[key]:
+      diffs.append(f"{key}: checkpoint has {saved.get(key)!r}, config has {expected[key]!r}")
+  return diffs
+
+
 class StageCheckpoints:
   """`workdir/checkpoints/<stage>`: periodic and final saves, keeps the last N."""
 
@@ -39,37 +68,40 @@ class StageCheckpoints:
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=False),
-        item_names=("state", "meta"))
+        item_names=("state", "model", "meta"))
+
+  def __enter__(self) -> "StageCheckpoints":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state, meta: dict) -> None:
+  def save(self, step: int, state, model_variables, meta: dict) -> None:
+    meta = dict(meta, step=int(step), save_id=uuid.uuid4().hex)
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta, step=int(step)))),
-        force=True)
+        state=ocp.args.StandardSave(state), model=ocp.args.StandardSave(model_variables),
+        meta=ocp.args.JsonSave(meta)), force=True)
     self.manager.wait_until_finished()
 
-  def read_meta(self, step: int | None = None) -> dict:
+  def _step(self, step: int | None) -> int:
     step = self.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f"no checkpoint in {self.directory}: train stage {self.stage!r} first")
-    out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      raise MissingCheckpoint(f"no checkpoint in {self.directory}: train stage {self.stage!r} first "
+                              f"(list {self.stage!r} in config.stages and run with --mode=train)")
+    return step
+
+  def read_meta(self, step: int | None = None) -> dict:
+    out = self.manager.restore(self._step(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return out["meta"]
 
-  def restore(self, target_state, expected_meta: dict, step: int | None = None):
-    """Restores into the structure of `target_state`; checks the model config first."""
-    step = self.latest_step() if step is None else step
+  def check(self, expected_meta: dict, step: int | None = None) -> dict:
+    """The saved metadata, after checking it against what the config expects."""
+    step = self._step(step)
     meta = self.read_meta(step)
-    diffs = []
-    # "model" is config.model; "stage_model" holds the stage's own model fields.
-    for key, prefix in (("model", "config.model"), ("stage_model", f"config.{self.stage}")):
-      if key in expected_meta or key in meta:
-        diffs += config_diff(meta.get(key, {}), expected_meta.get(key, {}), prefix)
-    # Same class names in the same order: a head's outputs mean those classes.
-    for key in ("image_size", "channels", "num_classes", "class_names"):
-      if key in expected_meta and meta.get(key) != expected_meta[key]:
-        diffs.append(f"{key}: checkpoint has {meta.get(key)!r}, config has {expected_meta[key]!r}")
+    diffs = meta_diffs(meta, expected_meta, self.stage)
     if diffs:
       raise CheckpointMismatch(
           f"checkpoint {self.directory} (step {step}) does not fit the config:\n  " + "\n  ".join(diffs))
@@ -77,19 +109,24 @@ class StageCheckpoints:
     if fp and meta.get("data_fingerprint") not in (None, fp):
       logging.warning("checkpoint %s was trained on data with fingerprint %s; the data now has %s",
                       self.directory, meta.get("data_fingerprint"), fp)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
-    out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    return out["state"], out["meta"]
+    return meta
 
-  def resume(self, state, expected_meta: dict, mode: str):
-    """The latest checkpoint restored into `state` when there is one; else `state`
-    unchanged in train mode, and a clear error in eval mode."""
-    if self.latest_step() is not None:
-      return self.restore(state, expected_meta)[0]
-    if mode == "eval":
-      raise FileNotFoundError(f"--mode=eval: no checkpoint in {self.directory}; train first")
-    return state
+  def restore_state(self, target_state, expected_meta: dict):
+    """The latest train state, restored into the structure of `target_state`."""
+    step = self._step(None)
+    self.check(expected_meta, step)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
+    return self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))["state"]
+
+  def restore_model(self, abstract_variables, expected_meta: dict, step: int | None = None):
+    """(inference variables, meta) of a step; `abstract_variables` holds
+    ShapeDtypeStructs (with shardings), so nothing is computed to restore."""
+    step = self._step(step)
+    meta = self.check(expected_meta, step)
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        model=ocp.args.StandardRestore(abstract_variables)))
+    return out["model"], meta
 
   def close(self):
     self.manager.close()

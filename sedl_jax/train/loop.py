@@ -1,4 +1,6 @@
-"""The one training loop every stage uses: resume, log, checkpoint, stop on NaN."""
+"""The one training loop every stage uses: resume, log, checkpoint, stop on NaN.
+
+`sedl_jax.train.stage.train_stage` is its only caller in the package."""
 
 from __future__ import annotations
 
@@ -33,14 +35,31 @@ def _mean_metrics(buffer: list[dict]) -> dict:
   return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
 
 
+def _check_finite(spec: LoopSpec, step: int, scalars: dict, ckpt: StageCheckpoints, bar) -> None:
+  # The parameters can turn non-finite while the loss still looks fine (or the
+  # reverse), so all three are checked before anything is saved.
+  bad = {k: scalars[k] for k in ("loss", "grad_norm", "param_norm")
+         if k in scalars and not np.isfinite(scalars[k])}
+  if bad:
+    bar.close()
+    what = ", ".join(f"{k} is {v}" for k, v in bad.items())
+    raise NonFiniteLoss(
+        f"stage {spec.stage!r}: {what} at step {step}; stopping. "
+        f"The last good checkpoint (step {ckpt.latest_step()}) is kept in {ckpt.directory}. "
+        "Lower the learning rate or check the data.")
+
+
 def train(spec: LoopSpec, state, train_step: Callable, batches: Callable[[int], Iterator],
           ckpt: StageCheckpoints, meta: dict, writer: MetricWriter,
-          on_epoch_end: Callable[[object, int], dict] | None = None):
+          on_epoch_end: Callable[[object, int], dict] | None = None,
+          inference_variables: Callable[[object], dict] = lambda state: {"params": state.params}):
   """Runs train_step from the state's step to spec.total_steps.
 
   `batches(start_step)` returns the (sharded) batch iterator resuming at that
-  step. A non-finite loss raises NonFiniteLoss before anything is saved, so the
-  last good checkpoint stays the latest.
+  step. Loss, gradient norm and parameter norm are checked at every log step,
+  and every save is a log step, so a non-finite value raises NonFiniteLoss
+  before it is saved and the last good checkpoint stays the latest.
+  `inference_variables(state)` is what a checkpoint keeps for later use.
   """
   start = int(jax.device_get(state.step))
   it = batches(start)
@@ -58,12 +77,7 @@ def train(spec: LoopSpec, state, train_step: Callable, batches: Callable[[int], 
     if step % spec.log_every == 0 or is_ckpt or is_epoch:
       scalars = _mean_metrics(buffer)
       buffer = []
-      if not np.isfinite(scalars["loss"]):
-        bar.close()
-        raise NonFiniteLoss(
-            f"stage {spec.stage!r}: loss is {scalars['loss']} at step {step}; stopping. "
-            f"The last good checkpoint (step {ckpt.latest_step()}) is kept in {ckpt.directory}. "
-            "Lower the learning rate or check the data.")
+      _check_finite(spec, step, scalars, ckpt, bar)
       now = time.perf_counter()
       scalars["images_per_s"] = n_last * spec.examples_per_step / max(now - t_last, 1e-9)
       t_last, n_last = now, 0
@@ -72,43 +86,21 @@ def train(spec: LoopSpec, state, train_step: Callable, batches: Callable[[int], 
       bar.set_postfix(loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_s']:.0f}")
     bar.update(1)
     if is_ckpt:
-      ckpt.save(step, state, meta)
+      ckpt.save(step, state, inference_variables(state), meta)
     if is_epoch:
-      epoch = step // spec.steps_per_epoch
-      extra = on_epoch_end(state, epoch) if on_epoch_end else {}
-      if extra:
-        writer.write(spec.stage, step, extra)
-      summary = {"loss": np.mean([s["loss"] for s in epoch_stats])} if epoch_stats else {}
-      summary.update(extra or {})
+      _end_epoch(spec, step, state, epoch_stats, on_epoch_end, writer)
       epoch_stats = []
-      if jax.process_index() == 0:
-        text = " ".join(f"{k}={v:.4g}" for k, v in summary.items())
-        tqdm.write(f"[{spec.stage}] epoch {epoch} (step {step}/{spec.total_steps}) {text}")
   bar.close()
   return state
 
 
-def fit(stage: str, state, step_fn: Callable, source, *, dp, cfg, global_batch: int,
-        total_steps: int, steps_per_epoch: int, examples_per_step: int, shuffle_seed: int,
-        ckpt: StageCheckpoints, meta: dict, workdir: str, num_threads: int = 1, prefetch: int = 2,
-        on_epoch_end: Callable[[object, int], dict] | None = None):
-  """`train` over a grain source: the resumable sharded batch stream, the log
-  writer and the stage's log / checkpoint cadence (`cfg.log_every_steps`,
-  `cfg.checkpoint_every_steps`) wired the same way for every stage."""
-  from sedl_jax.data import pipeline  # the loop itself does not depend on the data code
-
-  def batches(start):
-    stream = pipeline.batch_stream(source, global_batch=global_batch, seed=shuffle_seed,
-                                   start_step=start, process_index=jax.process_index(),
-                                   process_count=jax.process_count())
-    return map(dp.shard_local, pipeline.iterate(stream, num_threads=num_threads,
-                                                prefetch=prefetch))
-
-  spec = LoopSpec(stage=stage, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                  examples_per_step=examples_per_step, log_every=cfg.log_every_steps,
-                  checkpoint_every=cfg.checkpoint_every_steps)
-  writer = MetricWriter(workdir)
-  try:
-    return train(spec, state, step_fn, batches, ckpt, meta, writer, on_epoch_end)
-  finally:
-    writer.close()
+def _end_epoch(spec, step, state, epoch_stats, on_epoch_end, writer) -> None:
+  epoch = step // spec.steps_per_epoch
+  extra = on_epoch_end(state, epoch) if on_epoch_end else {}
+  if extra:
+    writer.write(spec.stage, step, extra)
+  summary = {"loss": np.mean([s["loss"] for s in epoch_stats])} if epoch_stats else {}
+  summary.update(extra or {})
+  if jax.process_index() == 0:
+    text = " ".join(f"{k}={v:.4g}" for k, v in summary.items())
+    tqdm.write(f"[{spec.stage}] epoch {epoch} (step {step}/{spec.total_steps}) {text}")

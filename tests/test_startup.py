@@ -1,0 +1,96 @@
+"""Process start-up: nothing starts a JAX backend at import, the distributed plan
+read from the environment, and the XLA CPU device count."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sedl_jax import cpu_devices, distributed
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+IMPORT_ALL = r'''
+import importlib, pkgutil, sedl_jax
+for m in pkgutil.walk_packages(sedl_jax.__path__, "sedl_jax."):
+  importlib.import_module(m.name)
+import configs.sedl, configs.card_fer
+from jax._src import xla_bridge
+print("BACKEND_STARTED", xla_bridge.backends_are_initialized())
+'''
+
+
+def test_importing_every_module_starts_no_backend():
+  """jax.distributed.initialize() must come before any backend: a module-level
+  JAX array anywhere in the package would break multi-process start-up."""
+  out = subprocess.run([sys.executable, "-c", IMPORT_ALL], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "BACKEND_STARTED False" in out.stdout
+
+
+JAX_ENV = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "2",
+           "JAX_PROCESS_ID": "1"}
+
+
+@pytest.mark.parametrize("env, mode, expected", [
+    ({}, "auto", None),
+    (JAX_ENV, "auto", {"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 1}),
+    (JAX_ENV, "off", None),
+    (dict(JAX_ENV, JAX_NUM_PROCESSES="1", JAX_PROCESS_ID="0"), "auto", None),
+    # A plain `python` inside a SLURM allocation of one task is not a multi-process run.
+    ({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}, "auto", None),
+    ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0"}, "auto", {}),
+    ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0"}, "off", None),
+    ({"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "3"}, "auto", {}),
+    ({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}, "on", {}),
+])
+def test_distributed_plan(env, mode, expected):
+  assert distributed.plan(mode, env) == expected
+
+
+@pytest.mark.parametrize("env, mode, named", [
+    (dict(JAX_ENV, JAX_NUM_PROCESSES="two"), "auto", "JAX_NUM_PROCESSES='two'"),
+    (dict(JAX_ENV, JAX_PROCESS_ID="2"), "auto", "JAX_PROCESS_ID=2"),
+    (dict(JAX_ENV, JAX_COORDINATOR_ADDRESS="nohost"), "auto", "JAX_COORDINATOR_ADDRESS='nohost'"),
+    ({"JAX_COORDINATOR_ADDRESS": "h:1"}, "auto", "JAX_NUM_PROCESSES, JAX_PROCESS_ID"),
+    ({"SLURM_NTASKS": "x"}, "auto", "SLURM_NTASKS='x'"),
+    ({}, "on", "--distributed=on"),
+])
+def test_malformed_environment_names_the_variable(env, mode, named):
+  with pytest.raises(distributed.DistributedConfigError, match=named.replace("(", r"\(")):
+    distributed.plan(mode, env)
+
+
+def test_launcher_exits_2_naming_a_malformed_variable(tmp_path):
+  env = dict(os.environ, JAX_COORDINATOR_ADDRESS="127.0.0.1:1", JAX_NUM_PROCESSES="2",
+             JAX_PROCESS_ID="x", PYTHONPATH=ROOT)
+  out = subprocess.run([sys.executable, "launch.py", "--config=configs/sedl.py:tiny",
+                        f"--workdir={tmp_path}"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 2 and "JAX_PROCESS_ID='x'" in out.stderr, out.stderr[-2000:]
+
+
+def test_cpu_device_count():
+  assert cpu_devices.largest_fitting(2, [128, 32, 64]) == 2
+  assert cpu_devices.largest_fitting(3, [128, 32]) == 2  # 3 divides no batch: fall back to 2
+  assert cpu_devices.largest_fitting(8, [96, 36]) == 6
+  n, note = cpu_devices.choose("auto", [128], env={})
+  assert n == cpu_devices.largest_fitting(cpu_devices.usable_cores(), [128])
+  assert cpu_devices.choose("3", [128], env={}) == (3, "")
+  # The user's own XLA_FLAGS win.
+  assert cpu_devices.choose("auto", [128], env={
+      "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}) == (None, "")
+  with pytest.raises(ValueError, match="--cpu_devices='zero'"):
+    cpu_devices.choose("zero", [128], env={})
+  env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
+  cpu_devices.apply(2, env)
+  assert env["XLA_FLAGS"] == ("--xla_cpu_enable_fast_math=false "
+                              "--xla_force_host_platform_device_count=2")
+
+
+def test_usable_cores_respects_affinity():
+  if not hasattr(os, "sched_getaffinity"):
+    pytest.skip("no CPU affinity on this platform")
+  assert cpu_devices.usable_cores() == len(os.sched_getaffinity(0))
