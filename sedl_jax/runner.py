@@ -29,6 +29,9 @@ def run(config, workdir: str, mode: str = "train") -> dict:
   of loading the data and of each stage goes to `workdir/timings.json`)."""
   if mode not in MODES:
     raise ValueError(f"--mode={mode!r}: expected one of {MODES}")
+  if jax.process_index() == 0 and not _is_sub_run(workdir):
+    print(f"[devices] {jax.device_count()} {jax.default_backend()} device(s) in "
+          f"{jax.process_count()} process(es)")
   subs = ablations.sub_runs(config)
   for c in [config] + [sub for _, sub in subs]:  # every bad value, before anything compiles
     validate(c, known_stages=registry.STAGES, num_devices=jax.device_count(),
@@ -62,6 +65,10 @@ def run(config, workdir: str, mode: str = "train") -> dict:
     atomic_io.write_json(os.path.join(workdir, "timings.json"), timings)
     print("[runner] wall time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
   return out
+
+
+def _is_sub_run(workdir: str) -> bool:
+  return os.path.basename(os.path.normpath(workdir)) in ablations.ABLATIONS
 
 
 def _timed_data(ctx) -> float:

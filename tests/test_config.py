@@ -120,10 +120,17 @@ def test_real_data_fields_are_checked(tmp_path, field, value):
     _check(c)
 
 
-def test_launcher_rejects_bad_input_before_compiling(tmp_path):
+@pytest.mark.parametrize("flag", ["auto", "2"])
+def test_launcher_rejects_bad_input_before_compiling(tmp_path, flag):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   out = subprocess.run(
       [sys.executable, "launch.py", "--config=configs/sedl.py:tiny", f"--workdir={tmp_path}",
-       "--config.stages=('contrastive','dance')"],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+       "--config.stages=('contrastive','dance')", f"--cpu_devices={flag}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
   assert out.returncode == 2
   assert "config.stages: unknown stage 'dance'" in out.stderr
+  # One XLA CPU device per usable core by default (tiny batch sizes all divide 2).
+  from sedl_jax import cpu_devices
+  want = (cpu_devices.largest_fitting(cpu_devices.usable_cores(), [16, 4, 8, 16])
+          if flag == "auto" else 2)
+  assert f"[devices] {want} cpu device(s) in 1 process(es)" in out.stdout, out.stdout
