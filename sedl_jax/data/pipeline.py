@@ -41,8 +41,11 @@ def batch_stream(source, *, global_batch: int, seed: int, start_step: int = 0,
   """The endless stream of this process's batches, starting at `start_step`.
 
   Each global batch holds `global_batch` consecutive records of the shuffled,
-  repeated stream; process p takes every process_count-th of them, so the
-  processes' batches together are the global batch.
+  repeated stream; process p takes the p-th contiguous block of it, so the
+  processes' batches, concatenated in process order (as
+  `jax.make_array_from_process_local_data` does), are exactly the batch one
+  process would see: the same examples at the same positions, hence the same
+  per-position augmentation keys, whatever the process count.
   """
   if global_batch % process_count:
     raise ValueError(f"global batch {global_batch} is not divisible by {process_count} processes")
@@ -52,9 +55,10 @@ def batch_stream(source, *, global_batch: int, seed: int, start_step: int = 0,
   if shuffle:
     ds = ds.seed(seed).shuffle()
   ds = ds.repeat(None)
-  if process_count > 1:
-    ds = ds[process_index::process_count]
-  ds = ds.batch(global_batch // process_count, drop_remainder=True, batch_fn=_stack)
+  local = global_batch // process_count
+  lo = process_index * local
+  ds = ds.batch(global_batch, drop_remainder=True,
+                batch_fn=lambda records: _stack(records[lo:lo + local]))
   return ds[start_step:]
 
 

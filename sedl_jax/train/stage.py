@@ -156,9 +156,11 @@ def train_stage(ctx, spec: ModelSpec, train: TrainSpec) -> Trained:
     fresh = ckpt.latest_step() is None
     state = initial_state(spec, tx, cfg.seed, train.init_variables if fresh else None,
                           ema=train.ema_decay is not None)
+    # Replicated first, so the restore target carries the global sharding: restored
+    # arrays then land on every device of every process (no cross-host copy).
+    state = dp.replicate(state)
     if not fresh:
       state = ckpt.restore_state(state, meta)
-    state = dp.replicate(state)
     if int(jax.device_get(state.step)) < total:
       state = _run_loop(ctx, spec, train, state, (tx, schedule), batch, total, per_epoch, ckpt, meta)
     elif fresh:
