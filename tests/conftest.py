@@ -6,10 +6,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The end-to-end tests compile the same tiny train steps many times over (every
 # resume, eval run, real-data run and subprocess builds its own jitted functions):
-# JAX's persistent compilation cache turns those repeats into cache hits. It is
-# shared by both workers and the subprocesses (they inherit the variables) and
-# keyed by the computation itself, so stale entries are never used.
+# JAX's persistent compilation cache turns those repeats into cache hits, within a
+# run and across runs and clones on the same machine. It is shared by both workers
+# and the subprocesses (they inherit the variables) and keyed by the computation,
+# the compiler flags and the JAX version, so a stale entry is never used.
+_CACHE_HOME = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.join(ROOT, ".pytest_cache", "jax_compilation_cache"))
+                      os.path.join(_CACHE_HOME, "sedl_jax", "jax_compilation_cache_tests"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 sys.path.insert(0, ROOT)
