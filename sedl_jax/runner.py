@@ -24,26 +24,34 @@ MODES = ("train", "eval")
 
 
 def run(config, workdir: str, mode: str = "train") -> dict:
-  """Validates, writes `workdir/config.json`, runs every sub-run and stage;
-  returns {stage: metrics} (also written to `workdir/results.json`; the wall time
-  of loading the data and of each stage goes to `workdir/timings.json`)."""
+  """Validates the config and its sub-runs' configs, then runs every sub-run and
+  stage; returns {stage: metrics} (a sub-run's under its name)."""
   if mode not in MODES:
     raise ValueError(f"--mode={mode!r}: expected one of {MODES}")
-  if jax.process_index() == 0 and not _is_sub_run(workdir):
+  if jax.process_index() == 0:
     print(f"[devices] {jax.device_count()} {jax.default_backend()} device(s) in "
           f"{jax.process_count()} process(es)")
   subs = ablations.sub_runs(config)
   for c in [config] + [sub for _, sub in subs]:  # every bad value, before anything compiles
     validate(c, known_stages=registry.STAGES, num_devices=jax.device_count(),
              process_count=jax.process_count())
+  out = {}
+  for name, sub in subs:
+    print(f"[runner] sub-run {name!r}: {ablations.DESCRIPTIONS[name]}")
+    out[name] = run_stages(sub, os.path.join(workdir, name), mode)
+  out.update(run_stages(config, workdir, mode))
+  return out
+
+
+def run_stages(config, workdir: str, mode: str) -> dict:
+  """Writes `workdir/config.json`, runs the config's stages in order; returns
+  {stage: metrics} (also written to `workdir/results.json`; the wall time of
+  loading the data and of each stage goes to `workdir/timings.json`)."""
   lead = jax.process_index() == 0
   if lead:
     atomic_io.write_text(os.path.join(workdir, "config.json"),
                          config.to_json_best_effort(indent=2, sort_keys=True))
   out = {}
-  for name, sub in subs:
-    print(f"[runner] sub-run {name!r}: {ablations.DESCRIPTIONS[name]}")
-    out[name] = run(sub, os.path.join(workdir, name), mode)
   ctx = Context(config=config, workdir=workdir, mode=mode)
   stages = tuple(config.stages)
   timings = {"data": _timed_data(ctx)}
@@ -65,10 +73,6 @@ def run(config, workdir: str, mode: str = "train") -> dict:
     atomic_io.write_json(os.path.join(workdir, "timings.json"), timings)
     print("[runner] wall time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
   return out
-
-
-def _is_sub_run(workdir: str) -> bool:
-  return os.path.basename(os.path.normpath(workdir)) in ablations.ABLATIONS
 
 
 def _timed_data(ctx) -> float:

@@ -17,7 +17,6 @@ import numpy as np
 
 from sedl_jax.models import temporal as temporal_model
 from sedl_jax.results import StageResult
-from sedl_jax.stages import embeddings as embeddings_lib
 from sedl_jax.train import stage as stage_lib
 
 STAGE = "temporal"
