@@ -134,3 +134,13 @@ def test_launcher_rejects_bad_input_before_compiling(tmp_path, flag):
   want = (cpu_devices.largest_fitting(cpu_devices.usable_cores(), [16, 4, 8, 16])
           if flag == "auto" else 2)
   assert f"[devices] {want} cpu device(s) in 1 process(es)" in out.stdout, out.stdout
+
+
+def test_eval_without_a_checkpoint_exits_2_naming_the_stage(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "launch.py", "--config=configs/sedl.py:tiny", f"--workdir={tmp_path}",
+       "--mode=eval", "--config.stages=('contrastive',)"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert "checkpoint error: no checkpoint in" in out.stderr
+  assert "train stage 'contrastive' first" in out.stderr
