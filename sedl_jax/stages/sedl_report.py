@@ -8,7 +8,7 @@ behaviour head trains on the train sequences.
 Two halves: `collect` computes every number from the earlier stages' results
 (`ctx.result`) and the baselines; `render` writes report.md / report.html and
 the figures from those numbers. The runner writes the metrics
-(`report/report.json`) and `report/insights.json`.
+(`report/report.json`) and calls `render` on process 0.
 """
 
 from __future__ import annotations
@@ -130,8 +130,6 @@ def collect(ctx) -> tuple[dict, dict]:
 def run(ctx) -> StageResult:
   metrics, found = collect(ctx)
   report_dir = results.report_dir(ctx.workdir)
-  if found:
-    atomic_io.write_json(os.path.join(report_dir, "insights.json"), found)
   sedl = metrics["table1"].get("sedl")
   summary = (f"[report] SEDL acc={sedl['accuracy']:.4f}; report in {report_dir}/report.html"
              if isinstance(sedl, dict) else f"[report] written to {report_dir}/report.html")
@@ -230,7 +228,10 @@ def _render_tsne(doc, ctx, report_dir) -> None:
 
 
 def render(ctx, metrics: dict, found: dict, report_dir: str) -> None:
-  """report.md, report.html and the figures, from the collected numbers."""
+  """insights.json, report.md, report.html and the figures, from the collected
+  numbers (the runner calls it on process 0 only)."""
+  if found:
+    atomic_io.write_json(os.path.join(report_dir, "insights.json"), found)
   data = ctx.data
   names = list(data.class_names)
   doc = ReportDoc("SEDL report")

@@ -46,11 +46,6 @@ class ModelSpec:
     return tuple(make(tuple(shape), jnp.dtype(dtype)) for shape, dtype in self.input_shapes)
 
 
-def shapes_of(*arrays) -> tuple:
-  """`input_shapes` for one example of each array (batch dimension set to 1)."""
-  return tuple(((1, *np.shape(a)[1:]), str(np.asarray(a).dtype)) for a in arrays)
-
-
 @dataclasses.dataclass
 class TrainSpec:
   """How a stage trains its model."""
