@@ -3,13 +3,20 @@
   python launch.py --config=configs/sedl.py --workdir=runs/sedl
   python launch.py --config=configs/card_fer.py:paper --workdir=runs/card --mode=eval
   python launch.py --config=configs/sedl.py --config.contrastive.epochs=5
+  python launch.py --mode=predict --workdir=runs/sedl --input=session.mp4 --out=runs/sedl/predict
 
 Flags:
   --config       a config file with get_config(arg); `file.py:ARG` picks a variant,
                  `--config.a.b=v` overrides any field.
   --workdir      where checkpoints, metrics, reports and config.json go.
-  --mode         train (train what has no finished checkpoint, then evaluate) or
-                 eval (restore checkpoints and evaluate, no training).
+  --mode         train (train what has no finished checkpoint, then evaluate),
+                 eval (restore checkpoints and evaluate, no training) or
+                 predict (apply the run in --workdir to --input; --config not needed).
+  --input        predict: an image, a folder of frames, a video or a manifest CSV
+                 (repeat the flag for several).
+  --out          predict: the folder for frames.csv, summary.json, timeline.html.
+  --predict.X    predict settings (sedl_jax/config/defaults.py:predict), e.g.
+                 --predict.face=none --predict.smooth=hmm --predict.fps=10.
   --cpu_devices  XLA CPU devices: auto (one per usable core) or N.
   --distributed  auto | on | off: start jax.distributed from JAX_* / SLURM / Open MPI.
 
@@ -23,11 +30,19 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from sedl_jax.config import defaults
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file; `path.py:ARG` selects a variant.", lock_config=True)
+    "config", None, "Config file; `path.py:ARG` selects a variant (not needed with --mode=predict).",
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Output directory of the run.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
-                          "train: train then evaluate; eval: restore checkpoints and evaluate.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"],
+                          "train: train then evaluate; eval: restore checkpoints and evaluate; "
+                          "predict: apply the run in --workdir to --input, writing to --out.")
+_INPUT = flags.DEFINE_multi_string("input", [], "predict: image, folder, video or manifest CSV.")
+_OUT = flags.DEFINE_string("out", None, "predict: output folder (default WORKDIR/predict).")
+_PREDICT = config_flags.DEFINE_config_dict("predict", defaults.predict(),
+                                           "Prediction settings (--predict.FIELD=VALUE).")
 _CPU_DEVICES = flags.DEFINE_string(
     "cpu_devices", "auto",
     "XLA CPU devices when running on the CPU: 'auto' = one per usable core (lowered to the "
@@ -37,7 +52,6 @@ _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "on", "off"],
     "Multi-process start: auto = when JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID "
     "are set, or a SLURM / Open MPI task count > 1; on = require it; off = never.")
-flags.mark_flags_as_required(["config"])
 
 
 def _fail(message: str) -> None:
@@ -56,8 +70,14 @@ def main(argv):
   # Both before anything starts a JAX backend: the device count and the
   # distributed runtime are fixed when it starts.
   from sedl_jax import cpu_devices, distributed
+  predicting = _MODE.value == "predict"
+  if _CONFIG.value is None and not predicting:
+    _fail("error: --config is required (except with --mode=predict)")
+  if predicting and not _INPUT.value:
+    _fail("error: --mode=predict needs --input (an image, a folder, a video or a manifest CSV)")
   try:
-    count, note = cpu_devices.choose(_CPU_DEVICES.value, _batch_sizes(_CONFIG.value))
+    sizes = [int(_PREDICT.value.batch_size)] if predicting else _batch_sizes(_CONFIG.value)
+    count, note = cpu_devices.choose(_CPU_DEVICES.value, sizes)
   except ValueError as e:
     _fail(f"error: {e}")
   if note:
@@ -77,13 +97,40 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
   logging.getLogger().setLevel(logging.WARNING)
   try:
-    runner.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+    if predicting:
+      _predict()
+    else:
+      runner.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
   except ConfigError as e:
     _fail(f"config error: {e}")
   except DataError as e:
     _fail(f"data error: {e}")
   except (MissingCheckpoint, CheckpointMismatch) as e:
     _fail(f"checkpoint error: {e}")
+
+
+def _predict() -> None:
+  import os
+
+  from sedl_jax.predict import NoUsableInput, Predictor, inputs
+  out = _OUT.value or os.path.join(_WORKDIR.value, "predict")
+  settings = _PREDICT.value
+  try:
+    inputs.streams(_INPUT.value)  # a missing input fails before any model is restored
+    predictor = Predictor.from_workdir(_WORKDIR.value, settings)
+    prediction = predictor.predict(_INPUT.value)
+  except (inputs.InputError, NoUsableInput) as e:
+    _fail(f"input error: {e}")
+  except ValueError as e:
+    if type(e) is not ValueError:  # checkpoint and config errors are handled by the caller
+      raise
+    _fail(f"predict error: {e}")
+  paths = prediction.write(out, save_embeddings=settings.save_embeddings, timeline=settings.timeline)
+  t = prediction.summary["throughput"]
+  print(f"[predict] {t['frames']} frames, {t['faces']} faces in {t['wall_s']:.1f} s "
+        f"({t['frames_per_s']:.1f} frames/s); {prediction.summary['skipped_count']} skipped")
+  for name, path in paths.items():
+    print(f"[predict] {name}: {path}")
 
 
 if __name__ == "__main__":

@@ -154,3 +154,22 @@ def draw_face(size: int = 120, background: int = 40) -> np.ndarray:
               -1)
   im = cv2.GaussianBlur(im, (5, 5), 0)
   return np.repeat(im[..., None], 3, axis=2)
+
+
+def face_scene(faces: int, width: int = 320, height: int = 240, shift: int = 0) -> np.ndarray:
+  """A frame with `faces` (0, 1 or 2) drawn faces side by side on a dark
+  background, moved right by `shift` pixels. RGB uint8 [height, width, 3]."""
+  frame = np.full((height, width, 3), 40, np.uint8)
+  patch = draw_face(60)  # 120 x 120, the face in the middle
+  for i in range(faces):
+    left = 20 + 160 * i + shift
+    top = (height - patch.shape[0]) // 2
+    frame[top:top + patch.shape[0], left:left + patch.shape[1]] = patch
+  return frame
+
+
+def face_video(path: str, faces_per_frame, fps: int = 10) -> None:
+  """An MJPG video whose frame t shows faces_per_frame[t] faces, drifting right
+  by a pixel a frame (so tracks must follow moving boxes)."""
+  write_video(path, np.stack([face_scene(n, shift=t % 30) for t, n in enumerate(faces_per_frame)]),
+              fps)

@@ -3,6 +3,7 @@ here (with three bad rows): all three Table-3 rows, the report, eval mode."""
 
 import json
 
+import numpy as np
 import pytest
 
 import data_fixtures as fx
@@ -87,3 +88,31 @@ def test_eval_mode_reproduces_card_metrics(card_run, fer_csv):
   runner.run(c, str(workdir / "proposed"), mode="eval")
   after = json.load(open(workdir / "proposed" / "report" / "card.json"))
   assert after == before
+
+
+def test_predict_gives_card_votes_and_abstains_by_the_runs_ttest_rule(card_run, tmp_path):
+  from sedl_jax.predict import Predictor
+  from sedl_jax.train.checkpoint import MissingCheckpoint
+  workdir, _ = card_run
+  with pytest.raises(MissingCheckpoint, match="sub-runs"):  # the ablation parent is no model
+    Predictor.from_workdir(str(workdir))
+  faces = fx.faces(num_subjects=3, size=32).images["test"].images[:6]
+  for i, face in enumerate(faces):
+    fx.save(face, str(tmp_path / f"face_{i}.png"))
+  run = workdir / "proposed"
+  cfg = json.load(open(run / "config.json"))["card"]
+  pred = Predictor.from_workdir(str(run), {"face": "none"}).predict(
+      sorted(str(p) for p in tmp_path.glob("face_*.png")))
+  assert len(pred.rows) == len(faces)
+  n = cfg["num_samples"]
+  for r in pred.rows:
+    p = np.array([r[f"p_{c}"] for c in pred.summary["model"]["class_names"]])
+    assert abs(p.sum() - 1) < 1e-4  # 7 entries rounded to 5 decimals
+    assert round(r["vote_share"] * n) / n == pytest.approx(r["vote_share"]) and r["vote_share"] > 0
+    # CARD's rule (uncertainty.summarise_samples): certain when the paired t-test
+    # p < alpha; a zero-variance pair has p = 0 and is certain.
+    assert r["certain"] == int(r["p_value"] < cfg["pavpu_alpha"])
+    assert r["emotion_or_abstain"] == (r["emotion"] if r["certain"] else "abstain")
+  for entry, r in zip(pred.summary["inputs"], pred.rows):  # one image, one face, one track each
+    assert entry["input"] == r["input"] and entry["tracks"][0]["abstain_rate"] == 1 - r["certain"]
+  assert pred.summary["model"]["num_samples"] == n

@@ -1,19 +1,26 @@
 """The whole SEDL pipeline on the tiny config: report files, their numbers, eval mode."""
 
+import csv
 import dataclasses
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+import data_fixtures as fx
 import learning
 from configs import sedl
 from sedl_jax import results as results_lib
 from sedl_jax import runner
 from sedl_jax.stages import embeddings, registry
 from sedl_jax.stages.context import Context
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config():
@@ -131,3 +138,116 @@ def test_without_trait_labels_the_report_says_so(sedl_run, tmp_path):
   traits_section = md.split("## Behaviour traits", 1)[1].split("##", 1)[0]
   assert "no trait labels in this dataset: trait heads were not trained" in traits_section
   assert "| trait |" not in traits_section
+
+
+# -- prediction with the trained run (sedl_jax.predict) ----------------------------------
+
+PREDICT_NONE = {"face": "none", "smooth": "hmm"}
+
+
+def _test_frames_folder(workdir, root):
+  """The first test sequence's frames as PNG files (lossless: the pixels the run saw)."""
+  seq = Context(tiny_config(), str(workdir)).data.sequences["test"]
+  root.mkdir()
+  for t, frame in enumerate(seq.frames[0]):
+    fx.save(frame, str(root / f"frame_{t}.png"), "L")
+  return seq
+
+
+@pytest.fixture(scope="module")
+def predictor(sedl_run):
+  from sedl_jax.predict import Predictor
+  return Predictor.from_workdir(str(sedl_run[0]), PREDICT_NONE)
+
+
+def test_predicting_the_test_frames_reproduces_the_runs_evaluation(sedl_run, predictor, tmp_path):
+  workdir, _ = sedl_run
+  seq = _test_frames_folder(workdir, tmp_path / "frames")
+  pred = predictor.predict(str(tmp_path / "frames"))
+  names = predictor.model.class_names
+  probs = np.array([[r[f"p_{c}"] for c in names] for r in pred.rows])
+  with np.load(workdir / "report" / "behaviour.npz") as z:
+    evaluated = z["probs"][0]
+  # Same pixels, same crop (none), same encoder, standardisation and temporal
+  # context: equal up to the 5 decimals the rows keep (5e-6) plus float32 rounding.
+  np.testing.assert_allclose(probs, evaluated, atol=1e-5)
+  assert [r["frame"] for r in pred.rows] == list(range(seq.frames.shape[1]))
+  assert {r["track"] for r in pred.rows} == {0}
+  track = pred.summary["inputs"][0]["tracks"][0]
+  assert set(track["traits"]) == set(predictor.model.trait_names) and track["traits"]
+  assert all(r["emotion_smoothed"] in names for r in pred.rows)
+  # Forecasts for each feasible horizon; surprise from the second frame on.
+  horizons = predictor.model.horizons
+  assert horizons and all(f"forecast_{k}_emotion" in pred.columns for k in horizons)
+  assert pred.rows[0]["surprise"] == "" and all(r["surprise"] >= 0 for r in pred.rows[1:])
+
+
+def test_smoothing_never_adds_changes_on_a_flickering_track():
+  from sedl_jax.predict import smoothing
+  # Two classes trading the lead by a hair every frame: raw labels change every
+  # frame; with a sticky transition matrix the Viterbi path never changes.
+  probs = np.tile([[0.51, 0.49], [0.49, 0.51]], (10, 1))
+  path = smoothing.viterbi(probs, smoothing.transition_matrix(None, 2, stay=0.9))
+  assert (np.diff(probs.argmax(-1)) != 0).all() and (np.diff(path) == 0).all()
+  # Strong evidence still switches it, once.
+  probs[:4], probs[-4:] = [0.99, 0.01], [0.01, 0.99]
+  path = smoothing.viterbi(probs, smoothing.transition_matrix(None, 2, stay=0.9))
+  assert path[0] == 0 and path[-1] == 1 and (np.diff(path) != 0).sum() == 1
+
+
+def test_predicting_a_video_gives_every_frame_a_row_and_stable_tracks(sedl_run, tmp_path):
+  from sedl_jax.predict import NoUsableInput, Predictor
+  video = str(tmp_path / "session.avi")
+  faces = [1, 1, 1, 2, 2, 2, 0, 1, 1]
+  fx.face_video(video, faces, fps=10)
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  (bad / "notes.txt").write_text("not an image")
+  (bad / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+  pred = Predictor.from_workdir(str(sedl_run[0]), {"save_embeddings": True}).predict(
+      [video, str(bad)])
+  rows = [r for r in pred.rows if r["input"] == video]
+  # One row per face, one row for the frame without a face, in time order.
+  assert [r["frame"] for r in rows] == [t for t, n in enumerate(faces) for _ in range(max(n, 1))]
+  times = [r["time_s"] for r in rows]
+  assert times == sorted(times) and times[-1] == pytest.approx(0.8)
+  assert [r["face_found"] for r in rows if r["frame"] == 6] == [0]
+  # The left face keeps one track throughout (across the empty frame); the right
+  # face, present in frames 3-5, has its own.
+  left = {r["track"] for r in rows if r["face_found"] and r["box_left"] < 160}
+  right = {r["track"] for r in rows if r["face_found"] and r["box_left"] >= 160}
+  assert len(left) == 1 and len(right) == 1 and left != right
+  video_summary = pred.summary["inputs"][0]
+  assert video_summary["no_face_frames"] == 1 and len(video_summary["tracks"]) == 2
+  # Bad files are skipped, counted and listed; nothing else stops.
+  assert pred.summary["skipped_count"] == 2
+  assert {os.path.basename(k["file"]) for k in pred.summary["skipped"]} == {"notes.txt", "broken.png"}
+  with pytest.raises(NoUsableInput, match="notes.txt"):  # nothing usable at all: one clear error
+    Predictor.from_workdir(str(sedl_run[0])).predict(str(bad))
+  paths = pred.write(str(tmp_path / "out"), save_embeddings=True)
+  with open(paths["frames"]) as f:
+    assert len(list(csv.DictReader(f))) == len(pred.rows)
+  assert json.load(open(paths["summary"]))["skipped_count"] == 2
+  assert "data:image/png;base64" in open(paths["timeline"]).read()
+  with np.load(paths["embeddings"]) as z:
+    assert z["embeddings"].shape[0] == sum(r["face_found"] for r in pred.rows)
+
+
+def _predict_cli(workdir, *args):
+  return subprocess.run([sys.executable, "launch.py", "--mode=predict", f"--workdir={workdir}",
+                         *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_predict_command_writes_the_outputs_and_exits_2_on_bad_input(sedl_run, tmp_path):
+  workdir, _ = sedl_run
+  video = str(tmp_path / "v.avi")
+  fx.face_video(video, [1, 1, 0, 1])
+  out = _predict_cli(workdir, f"--input={video}", f"--out={tmp_path / 'out'}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert {"frames.csv", "summary.json", "timeline.html"} <= set(os.listdir(tmp_path / "out"))
+  missing = _predict_cli(workdir, f"--input={tmp_path / 'nope.mp4'}")
+  assert missing.returncode == 2 and "nope.mp4" in missing.stderr
+  untrained = tmp_path / "untrained"
+  shutil.copytree(workdir, untrained, ignore=shutil.ignore_patterns("behaviour", "cache"))
+  out = _predict_cli(untrained, f"--input={video}")
+  assert out.returncode == 2 and "'behaviour'" in out.stderr and "launch.py --config" in out.stderr

@@ -261,3 +261,28 @@ def card(variant: str) -> ml_collections.ConfigDict:
   c.pavpu_threshold = 0.5  # threshold variant: certain if max prob >= this
   c.eval_batch_size = {"tiny": 8, "quick": 64, "paper": 64}[variant]
   return c
+
+
+def predict() -> ml_collections.ConfigDict:
+  """`--predict.*`: how `--mode=predict` reads inputs and what it writes."""
+  p = ml_collections.ConfigDict()
+  p.face = "haar"  # haar: detect faces (OpenCV's bundled cascade) | none: inputs are face crops
+  p.face_margin = -1.0  # widen detected boxes by this fraction; < 0: the run's data.face_margin
+  p.min_face = 20  # smallest face side in pixels the detector reports
+  p.max_faces = 4  # faces per frame, largest first
+  p.track_iou = 0.3  # a box continues a track when it overlaps its last box this much
+  p.track_max_gap = 10  # frames a track may go unseen and still continue
+  p.fps = 0.0  # videos: > 0 keeps about this many frames per second; 0 = every frame
+  p.folder_fps = 0.0  # folders of frames: > 0 gives them a clock (time_s); 0 = none
+  p.batch_size = 256  # faces per device batch (fixed shape, the last one padded)
+  p.workers = 2  # host threads detecting and cropping faces ahead of the model
+  p.horizons = ()  # SEDL forecast horizons in frames; () = the run's temporal.horizons
+  p.card_samples = 0  # CARD samples per face; 0 = the run's card.num_samples
+  p.abstain = "ttest"  # CARD: ttest (paired t-test p < the run's pavpu_alpha) | threshold
+  p.smooth = "none"  # none | hmm: Viterbi over per-frame probabilities (emotion_smoothed)
+  p.hmm_stay = 0.9  # hmm without training transitions: probability of keeping a label
+  p.ngram = 3  # n of the emotion n-grams in summary.json
+  p.save_embeddings = False  # also write embeddings.npz (per face row)
+  p.timeline = True  # write timeline.html
+  p.seed = 0  # CARD sampling
+  return p

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 
 
 class BadItem(Exception):
@@ -78,6 +78,13 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
   return out.reshape(size, size, c)
 
 
+def model_input(image: np.ndarray, size: int, channels: int) -> np.ndarray:
+  """A decoded RGB image or face crop -> the model's input format: centre
+  square, resized, channels converted. Training's preparation and prediction
+  both call this, so a face reaches the model prepared the same way."""
+  return convert_channels(resize(square(image), size), channels)
+
+
 def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
   if image.shape[2] == channels:
     return image
@@ -110,6 +117,36 @@ def video_frames(path: str, stride: int, max_frames: int, channels: int, fps: fl
         kept += 1
         if max_frames and kept >= max_frames:
           break
+      index += 1
+    if index == 0:
+      raise BadItem("video has no decodable frames")
+  finally:
+    cap.release()
+
+
+def video_stream(path: str, fps: float = 0.0):
+  """Yields (frame index, time in seconds, uint8 RGB [H, W, 3]) one decoded frame
+  at a time (constant memory), every frame, or with `fps` > 0 about `fps` frames
+  per second of video. The time is the frame's own timestamp from the container
+  (the frame index over the nominal rate when the container gives none)."""
+  cap = cv2.VideoCapture(path)
+  if not cap.isOpened():
+    raise BadItem("cannot open video (unknown codec or corrupt file)")
+  nominal = cap.get(cv2.CAP_PROP_FPS) or 0.0
+  try:
+    index, next_time, last = 0, 0.0, -1.0
+    while True:
+      ok, frame = cap.read()
+      if not ok:
+        break
+      t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+      if (t <= last or (index > 0 and t == 0.0)) and nominal > 0:
+        t = index / nominal  # a backend without per-frame timestamps
+      last = t
+      if fps <= 0 or t + 1e-6 >= next_time:
+        yield index, t, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        if fps > 0:
+          next_time = max(next_time + 1.0 / fps, t + 0.5 / fps)
       index += 1
     if index == 0:
       raise BadItem("video has no decodable frames")

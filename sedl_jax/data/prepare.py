@@ -142,8 +142,7 @@ class _Decoder:
         else:
           faces["face_found"] += 1
           image = face
-      image = decode.resize(decode.square(image), self.size)
-      out.append((frame, decode.convert_channels(image, self.channels), digest, size))
+      out.append((frame, decode.model_input(image, self.size, self.channels), digest, size))
     return out, faces
 
 

@@ -73,13 +73,35 @@ def make_loss_fn(model, weights: np.ndarray, has_traits: bool):
   return loss_fn
 
 
+def static_stats(ctx) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and std of the train split's encoder features: the static features'
+  standardisation, saved in the checkpoint so prediction standardises the same way."""
+  emb = ctx.embeddings
+  train = emb.frames["train"] if emb.frames else emb.images["train"]
+  flat = train.reshape(-1, train.shape[-1])
+  return flat.mean(0), flat.std(0) + 1e-6
+
+
+def label_transitions(data) -> list | None:
+  """[K, K] counts of label a at frame t followed by b at t + 1 (staying
+  included) in the train sequences: the prior of prediction's HMM smoothing."""
+  if data.sequences is None:
+    return None
+  k = len(data.class_names)
+  labels = data.sequences["train"].labels
+  a, b = labels[:, :-1].ravel(), labels[:, 1:].ravel()
+  keep = (a >= 0) & (b >= 0)
+  counts = np.zeros((k, k), np.int64)
+  np.add.at(counts, (a[keep], b[keep]), 1)
+  return counts.tolist()
+
+
 def _inputs(ctx, features: str) -> dict[str, np.ndarray]:
   """Per-split frame features [S, T, F] for the feature kind; data without
   sequences gives each static image as a one-frame sequence."""
   emb = ctx.embeddings
   per_split = emb.frames if emb.frames else {s: emb.images[s][:, None, :] for s in SPLITS}
-  flat = per_split["train"].reshape(-1, per_split["train"].shape[-1])
-  mean, std = flat.mean(0), flat.std(0) + 1e-6
+  mean, std = static_stats(ctx)
   context = None
   if features != "static":
     predictor = temporal.restore(ctx)
@@ -111,14 +133,24 @@ def trait_metrics(probs: np.ndarray, truth: np.ndarray, names) -> dict:
   return out
 
 
+def heads_spec(cfg, num_classes: int, feature_dim: int, seq_len: int, num_traits: int,
+               features: str, meta: dict) -> stage_lib.ModelSpec:
+  """The heads as the stage machinery builds and restores them; `cfg` is
+  `config.behaviour`, `meta` the stage's extra metadata."""
+  model = BehaviourHeads(num_classes, num_traits, int(cfg.hidden), float(cfg.dropout))
+  return stage_lib.ModelSpec(STAGE, model, (((1, seq_len, feature_dim), "float32"),),
+                             {"features": features, "hidden": cfg.hidden, "dropout": cfg.dropout},
+                             meta=meta)
+
+
 def model_spec(ctx, feature_dim: int, seq_len: int, num_traits: int,
                features: str) -> stage_lib.ModelSpec:
-  cfg, data = ctx.config.behaviour, ctx.data
-  model = BehaviourHeads(len(data.class_names), num_traits, int(cfg.hidden), float(cfg.dropout))
-  return stage_lib.ModelSpec(
-      STAGE, model, (((1, seq_len, feature_dim), "float32"),),
-      {"features": features, "hidden": cfg.hidden, "dropout": cfg.dropout},
-      meta={"trait_names": list(data.trait_names) if num_traits else []})
+  data = ctx.data
+  mean, std = static_stats(ctx)
+  return heads_spec(ctx.config.behaviour, len(data.class_names), feature_dim, seq_len, num_traits,
+                    features, {"trait_names": list(data.trait_names) if num_traits else [],
+                               "static_mean": mean.tolist(), "static_std": std.tolist(),
+                               "label_transitions": label_transitions(data)})
 
 
 def _feature_kind(ctx) -> tuple[str, str]:

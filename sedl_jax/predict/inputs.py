@@ -1,0 +1,132 @@
+"""What prediction reads: images, folders of frames, videos and manifest CSVs,
+as streams of frames, one decoded frame at a time.
+
+Every input is a `Stream`: a name and a generator of `Frame`s in time order.
+A frame that cannot be used (unreadable file, a video frame that fails to
+decode) is yielded as a `Frame` with `error` set, so the caller counts and
+lists it and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Callable, Iterator
+
+import numpy as np
+
+from sedl_jax.data import decode, scan
+
+
+class InputError(ValueError):
+  """An --input that cannot be read at all (does not exist, unknown kind)."""
+
+
+@dataclasses.dataclass
+class Frame:
+  index: int  # frame number within its input (the video frame index, or the position)
+  time_s: float  # seconds from the start; NaN when the input has no clock
+  image: np.ndarray | None  # uint8 RGB [H, W, 3]; None when `error`
+  name: str = ""  # the file the frame came from (folders, manifests)
+  error: str = ""
+
+
+@dataclasses.dataclass
+class Stream:
+  name: str  # the input as the user gave it (or manifest:sequence)
+  kind: str  # image | folder | video | manifest
+  frames: Callable[[], Iterator[Frame]]
+
+
+def _last_number(name: str) -> tuple:
+  digits = re.findall(r"\d+", os.path.splitext(name)[0])
+  return (int(digits[-1]) if digits else -1, name)
+
+
+def _image_frame(path: str, index: int, time_s: float) -> Frame:
+  try:
+    image = decode.decode_image_bytes(decode.read_file(path), 3)
+  except decode.BadItem as e:
+    return Frame(index, time_s, None, path, str(e))
+  return Frame(index, time_s, image, path)
+
+
+def _folder_frames(path: str, folder_fps: float) -> Iterator[Frame]:
+  names = sorted((n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n))
+                  and not n.startswith(".")), key=_last_number)
+  for i, n in enumerate(names):
+    full = os.path.join(path, n)
+    t = i / folder_fps if folder_fps > 0 else float("nan")
+    if os.path.splitext(n)[1].lower() not in decode.IMAGE_EXTENSIONS:
+      yield Frame(i, t, None, full, "not an image file (extension)")
+    else:
+      yield _image_frame(full, i, t)
+
+
+def _video_frames(path: str, fps: float) -> Iterator[Frame]:
+  try:
+    for index, t, image in decode.video_stream(path, fps):
+      yield Frame(index, t, image, path)
+  except decode.BadItem as e:
+    yield Frame(-1, float("nan"), None, path, str(e))
+
+
+def _manifest_streams(path: str, fps: float) -> list[Stream]:
+  """Rows with the same subject and sequence form one stream (ordered by frame);
+  a row without a sequence is a one-image stream; a video row is a video."""
+  try:
+    found = scan.manifest(path)
+  except ValueError as e:
+    raise InputError(str(e)) from None
+  groups: dict[str, list] = {}
+  for item in found.items:
+    key = f"{item.subject}/{item.sequence}" if item.sequence else item.key
+    groups.setdefault(key, []).append(item)
+  streams = [Stream(f"{path}:{key}", "manifest", _manifest_frames(items, fps))
+             for key, items in groups.items()]
+  if found.skipped:
+    streams.append(Stream(f"{path}:skipped rows", "manifest", lambda: iter(
+        [Frame(-1, float("nan"), None, key, reason) for key, reason in found.skipped])))
+  return streams
+
+
+def _manifest_frames(items, fps: float) -> Callable[[], Iterator[Frame]]:
+  items = sorted(items, key=lambda it: it.frame)
+
+  def frames():
+    for pos, item in enumerate(items):
+      if item.kind == "video":
+        yield from _video_frames(item.path, fps)
+      elif item.kind == "video_frame":
+        try:
+          yield Frame(item.frame, float("nan"), decode.video_frame(item.path, item.frame, 3),
+                      item.path)
+        except decode.BadItem as e:
+          yield Frame(item.frame, float("nan"), None, item.path, str(e))
+      else:
+        yield _image_frame(item.path, item.frame if item.frame >= 0 else pos, float("nan"))
+
+  return frames
+
+
+def streams(paths, fps: float = 0.0, folder_fps: float = 0.0) -> list[Stream]:
+  """One stream per input (a manifest gives one per sequence); raises
+  InputError naming a path that does not exist or cannot be a face input."""
+  out = []
+  for path in paths:
+    ext = os.path.splitext(path)[1].lower()
+    if not os.path.exists(path):
+      raise InputError(f"--input={path!r}: no such file or folder")
+    if os.path.isdir(path):
+      out.append(Stream(path, "folder", lambda p=path: _folder_frames(p, folder_fps)))
+    elif ext in decode.VIDEO_EXTENSIONS:
+      out.append(Stream(path, "video", lambda p=path: _video_frames(p, fps)))
+    elif ext == ".csv":
+      out += _manifest_streams(path, fps)
+    elif ext in decode.IMAGE_EXTENSIONS:
+      out.append(Stream(path, "image", lambda p=path: iter([_image_frame(p, 0, float("nan"))])))
+    else:
+      raise InputError(f"--input={path!r}: not an image ({', '.join(decode.IMAGE_EXTENSIONS)}), "
+                       f"a video ({', '.join(decode.VIDEO_EXTENSIONS)}), a manifest .csv or a folder")
+  return out

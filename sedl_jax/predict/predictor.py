@@ -1,0 +1,208 @@
+"""Prediction: a trained run applied to images, folders, videos and manifests.
+
+  from sedl_jax.predict import Predictor
+  pred = Predictor.from_workdir("runs/sedl").predict(["session.mp4"])
+  pred.rows[0]["emotion"]; pred.summary["inputs"][0]["tracks"]; pred.write("out/")
+
+Per input: frames are decoded one at a time in the calling thread; face
+detection and cropping run on a pool of host threads a few frames ahead; faces
+go to the devices in fixed-size batches (the last one padded, so nothing
+recompiles); per-track outputs (SEDL's temporal context, forecasts and traits;
+smoothing) are computed when the input ends, from the per-face embeddings
+kept, so memory grows with the number of faces, not of pixels.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import math
+import os
+import threading
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from sedl_jax.config import defaults
+from sedl_jax.data import decode
+from sedl_jax.data.face_crop import FaceCropper
+from sedl_jax.predict import inputs, outputs, run_model, smoothing
+from sedl_jax.predict.tracks import Tracker
+
+FACE_MODES = ("haar", "none")
+ABSTAIN_RULES = ("ttest", "threshold")
+
+
+class NoUsableInput(ValueError):
+  """Every input was unusable: nothing to predict."""
+
+
+@dataclasses.dataclass
+class Prediction:
+  """rows: one dict per face per frame (a frame without a face: one row with
+  face_found=0); summary: per input and track; embeddings: per face row."""
+
+  rows: list[dict]
+  columns: list[str]
+  summary: dict
+  embeddings: np.ndarray | None = None
+
+  def write(self, out: str, save_embeddings: bool = False, timeline: bool = True) -> dict:
+    """Writes frames.csv, summary.json, timeline.html (and embeddings.npz); returns the paths."""
+    return outputs.write(self, out, save_embeddings, timeline)
+
+
+def _settings(overrides) -> ml_collections.ConfigDict:
+  s = defaults.predict()
+  if overrides:
+    s.update(overrides if isinstance(overrides, dict) else overrides.to_dict())
+  check_settings(s)
+  return s
+
+
+def check_settings(s) -> None:
+  """Clear errors for bad prediction settings, naming the field."""
+  def need(ok, field, what):
+    if not ok:
+      raise ValueError(f"predict.{field}={s[field]!r}: {what}")
+  need(s.face in FACE_MODES, "face", f"expected one of {FACE_MODES}")
+  need(s.abstain in ABSTAIN_RULES, "abstain", f"expected one of {ABSTAIN_RULES}")
+  need(s.smooth in smoothing.MODES, "smooth", f"expected one of {smoothing.MODES}")
+  need(int(s.batch_size) >= 1, "batch_size", "must be >= 1")
+  need(int(s.max_faces) >= 1, "max_faces", "must be >= 1")
+  need(float(s.fps) >= 0, "fps", "must be >= 0 (0 = every frame)")
+  need(float(s.folder_fps) >= 0, "folder_fps", "must be >= 0 (0 = no clock)")
+  need(0.0 < float(s.hmm_stay) < 1.0, "hmm_stay", "must be in (0, 1)")
+  need(0.0 <= float(s.track_iou) <= 1.0, "track_iou", "must be in [0, 1]")
+  need(int(s.workers) >= 1, "workers", "must be >= 1")
+
+
+class Predictor:
+  """A run's models plus prediction settings (`config.predict`, see defaults.predict)."""
+
+  def __init__(self, model, settings, workdir: str, margin: float):
+    self.model, self.settings, self.workdir, self.margin = model, settings, workdir, margin
+    self.size, self.channels = int(model.image_shape[0]), int(model.image_shape[2])
+    self._local = threading.local()
+
+  @classmethod
+  def from_workdir(cls, workdir: str, settings=None) -> "Predictor":
+    s = _settings(settings)
+    if jax.process_count() > 1:
+      raise ValueError("prediction runs in one process (it uses all of that process's devices)")
+    model = run_model.load(workdir, int(s.batch_size), horizons=tuple(s.horizons),
+                           num_samples=int(s.card_samples), seed=int(s.seed))
+    config = run_model.load_config(workdir)
+    margin = float(s.face_margin) if float(s.face_margin) >= 0 else float(config.data.face_margin)
+    return cls(model, s, workdir, margin)
+
+  # -- host side: detect and crop -------------------------------------------------
+  def _cropper(self) -> FaceCropper:
+    if not hasattr(self._local, "cropper"):  # detectMultiScale is not thread-safe
+      self._local.cropper = FaceCropper(self.margin, int(self.settings.min_face))
+    return self._local.cropper
+
+  def _faces(self, image: np.ndarray):
+    """(boxes, model-ready crops [F, S, S, C], seconds) of one RGB frame."""
+    start = time.perf_counter()
+    if self.settings.face == "haar":
+      boxes = self._cropper().boxes(image, int(self.settings.max_faces))
+    else:
+      h, w = image.shape[:2]
+      s = min(h, w)
+      boxes = [((h - s) // 2, (w - s) // 2, (h - s) // 2 + s, (w - s) // 2 + s)]
+    crops = [decode.model_input(image[t:b, l:r], self.size, self.channels) for t, l, b, r in boxes]
+    return boxes, crops, time.perf_counter() - start
+
+  def _prepared(self, frames, pool, timing):
+    """Frames in order with their boxes and crops, detection running ahead on the pool."""
+    pending = collections.deque()
+    depth = 4 * int(self.settings.workers)
+    it = iter(frames)
+    while True:
+      start = time.perf_counter()
+      frame = next(it, None)
+      timing["decode_s"] += time.perf_counter() - start
+      if frame is not None:
+        job = pool.submit(self._faces, frame.image) if frame.image is not None else None
+        pending.append((frame, job))
+      if pending and (frame is None or len(pending) >= depth):
+        f, job = pending.popleft()
+        yield (f, *job.result()) if job is not None else (f, [], [], 0.0)
+      elif frame is None:
+        return
+
+  # -- prediction -------------------------------------------------------------------
+  def predict(self, paths) -> Prediction:
+    """Predicts every input (paths: one or a list); see the module docstring."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    s = self.settings
+    streams = inputs.streams([os.fspath(p) for p in paths], float(s.fps), float(s.folder_fps))
+    timing = collections.Counter()
+    rows, per_input, skipped, embeddings = [], [], [], []
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(int(s.workers)) as pool:
+      for stream in streams:
+        out = self._predict_stream(stream, pool, timing, skipped)
+        rows += out["rows"]
+        embeddings.append(out["embeddings"])
+        per_input.append(out["summary"])
+    wall = time.perf_counter() - start
+    if not rows:  # every frame of every input was skipped
+      raise NoUsableInput("no usable input: " + (
+          "; ".join(f"{k['file'] or k['input']}: {k['reason']}" for k in skipped[:5])
+          + (f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else "") or "nothing was read"))
+    summary = outputs.summarise(self, per_input, rows, skipped, timing, wall)
+    emb = np.concatenate([e for e in embeddings if e is not None]) if any(
+        e is not None for e in embeddings) else None
+    return Prediction(rows, outputs.columns(self), summary, emb)
+
+  def _predict_stream(self, stream, pool, timing, skipped) -> dict:
+    s, model = self.settings, self.model
+    tracker = Tracker(float(s.track_iou), int(s.track_max_gap))
+    rows, crops, per_face = [], [], collections.defaultdict(list)
+    frames = 0
+
+    def flush():
+      if crops:
+        t0 = time.perf_counter()
+        for k, v in model.face_outputs(np.stack(crops)).items():
+          per_face[k].append(v)
+        timing["model_s"] += time.perf_counter() - t0
+        timing["faces"] += len(crops)
+        crops.clear()
+
+    bar = tqdm(self._prepared(stream.frames(), pool, timing), desc=os.path.basename(stream.name),
+               unit="frame", leave=False, disable=stream.kind == "image")
+    for frame, boxes, faces, detect_s in bar:
+      timing["detect_s"] += detect_s
+      base = {"input": stream.name, "frame": frame.index,
+              "time_s": round(frame.time_s, 4) if not math.isnan(frame.time_s) else "",
+              "file": frame.name if stream.kind != "video" else ""}
+      if frame.error:
+        skipped.append({"input": stream.name, "file": frame.name, "frame": frame.index,
+                        "reason": frame.error})
+        continue
+      frames += 1
+      if not boxes:
+        rows.append(dict(base, track=-1, face_found=0))
+        continue
+      for track, box, face in zip(tracker.update(boxes), boxes, faces):
+        rows.append(dict(base, track=track, face_found=1, box_top=box[0], box_left=box[1],
+                         box_bottom=box[2], box_right=box[3]))
+        crops.append(face)
+      if len(crops) >= int(s.batch_size):
+        flush()
+    flush()
+    timing["frames"] += frames
+    per_face = {k: np.concatenate(v) for k, v in per_face.items()}
+    t0 = time.perf_counter()
+    tracks = outputs.fill_rows(self, rows, per_face)
+    timing["model_s"] += time.perf_counter() - t0
+    return {"rows": rows, "embeddings": per_face.get("embedding"),
+            "summary": {"input": stream.name, "kind": stream.kind, "frames": frames,
+                        "tracks": tracks}}

@@ -1,0 +1,108 @@
+"""timeline.html: per input and track, the class probabilities over time, the
+abstained spans (CARD), the forecasts and the transitions; one self-contained
+file (figures embedded), like the run reports."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from sedl_jax.evaluate import plots
+from sedl_jax.evaluate.report_doc import ReportDoc, fmt
+
+MAX_PLOTS = 24  # tracks drawn; the rest are summarised in the tables only
+
+
+def _spans(mask: np.ndarray):
+  """(start, end) index pairs of the runs of True in a boolean array."""
+  edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(int), 0]))
+  return list(zip(edges[::2], edges[1::2]))
+
+
+def _plot(rows, names, horizons, path: str, title: str) -> None:
+  plt = plots._plt()
+  clock = all(r["time_s"] != "" for r in rows)
+  x = np.array([r["time_s"] if clock else r["frame"] for r in rows], float)
+  probs = np.array([[r[f"p_{c}"] for c in names] for r in rows], float)
+  extra = bool(horizons)
+  fig, axes = plt.subplots(2 if extra else 1, 1, figsize=(9, 4.6 if extra else 3.2), sharex=True,
+                           squeeze=False)
+  ax = axes[0, 0]
+  cmap = plt.get_cmap("tab10")
+  for k, name in enumerate(names):
+    ax.plot(x, probs[:, k], color=cmap(k % 10), lw=1.2, label=name)
+  if "certain" in rows[0]:
+    abstain = np.array([not r["certain"] for r in rows])
+    for a, b in _spans(abstain):
+      ax.axvspan(x[a], x[min(b, len(x) - 1)], color="0.85", zorder=0,
+                 label="abstained" if a == _spans(abstain)[0][0] else None)
+  pred = probs.argmax(-1)
+  for i in np.flatnonzero(np.diff(pred)) + 1:
+    ax.axvline(x[i], color="0.4", lw=0.5, ls=":")
+  ax.set_ylim(0, 1)
+  ax.set_ylabel("probability")
+  ax.legend(fontsize=7, ncol=min(len(names) + 1, 5), loc="upper right")
+  ax.set_title(title, fontsize=9)
+  if extra:
+    ax2 = axes[1, 0]
+    for k in horizons:
+      f = np.array([r.get(f"forecast_{k}_p", np.nan) for r in rows], float)
+      ax2.plot(x, f, lw=1, label=f"forecast +{k} frame(s): confidence")
+    s = np.array([r.get("surprise") if r.get("surprise") != "" else np.nan for r in rows], float)
+    ax2.plot(x, s, color="k", lw=1, label="surprise ||pred - actual||²")
+    ax2.set_ylabel("forecast")
+    ax2.legend(fontsize=7, loc="upper right")
+  axes[-1, 0].set_xlabel("time (s)" if clock else "frame")
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+def write(prediction, out: str) -> str:
+  summary = prediction.summary
+  model = summary["model"]
+  names = model["class_names"]
+  doc = ReportDoc("Prediction timeline")
+  doc.para(f"Run {model['workdir']} ({model['kind']}; checkpoint steps "
+           f"{', '.join(f'{k} {v}' for k, v in model['checkpoint_steps'].items())}). "
+           f"{summary['throughput']['frames']} frames, {summary['throughput']['faces']} faces, "
+           f"{summary['skipped_count']} skipped.")
+  plot_dir = os.path.join(out, "timeline_plots")
+  os.makedirs(plot_dir, exist_ok=True)
+  drawn = 0
+  for n_input, entry in enumerate(summary["inputs"]):
+    doc.heading(f"{entry['input']} ({entry['kind']})")
+    doc.para(f"{entry['frames']} frames; no face in {entry['no_face_frames']}; "
+             f"{entry['skipped']} skipped; {len(entry['tracks'])} track(s).")
+    headers = ["track", "faces", "top emotion", "share", "transitions / frame"]
+    has_abstain = any("abstain_rate" in t for t in entry["tracks"])
+    if has_abstain:
+      headers.append("abstain rate")
+    table = []
+    for t in entry["tracks"]:
+      top = max(t["emotion_share"], key=t["emotion_share"].get)
+      row = [t["track"], t["faces"], top, t["emotion_share"][top], t["transition_rate"]]
+      if has_abstain:
+        row.append(t.get("abstain_rate"))
+      table.append(row)
+    doc.table(headers, table)
+    for t in entry["tracks"]:
+      if "traits" in t:
+        doc.para(f"Track {t['track']} traits: " +
+                 ", ".join(f"{k} {fmt(v)}" for k, v in t["traits"].items()))
+      if drawn >= MAX_PLOTS:
+        continue
+      mine = [r for r in prediction.rows
+              if r["input"] == entry["input"] and r["face_found"] and r["track"] == t["track"]]
+      name = f"input{n_input}_track{t['track']}.png"
+      _plot(mine, names, model["forecast_horizons_frames"], os.path.join(plot_dir, name),
+            f"{os.path.basename(entry['input'])}, track {t['track']}")
+      doc.image(name, f"Track {t['track']}: class probabilities over time"
+                      + ("; grey: abstained" if has_abstain else "")
+                      + ("; dotted: changes of the top emotion" if t["faces"] > 1 else ""))
+      drawn += 1
+  path = os.path.join(out, "timeline.html")
+  from sedl_jax import atomic_io
+  atomic_io.write_text(path, doc.html(plot_dir))
+  return path
