@@ -32,7 +32,9 @@ def main(argv):
   from sedl_jax.diffusion import card as diffusion
   from sedl_jax.models.card_net import NoiseNet
   from sedl_jax.models import registry
+  from sedl_jax.evaluate import features
   from sedl_jax.stages import card
+  from sedl_jax.train.mesh import DataParallel
 
   c = card_fer.get_config("quick")
   nc = 7
@@ -44,8 +46,13 @@ def main(argv):
                        jnp.zeros((1, nc)), jnp.zeros((1,), jnp.int32))
   sampler = card.make_sampler(net, sched, _SAMPLES.value)
   rng = np.random.default_rng(0)
-  h = jnp.asarray(rng.normal(size=(batch, feat_dim)).astype(np.float32))
-  y_hat = jax.nn.softmax(jnp.asarray(rng.normal(size=(batch, nc)).astype(np.float32)))
+  # As evaluation and prediction run it: the image batch split across the devices.
+  dp = DataParallel.create()
+  batch = features.eval_batch_size(batch, dp)
+  h = rng.normal(size=(batch, feat_dim)).astype(np.float32)
+  y_hat = np.asarray(jax.nn.softmax(rng.normal(size=(batch, nc)).astype(np.float32)))
+  sharded = dp.shard_global({"h": h, "y_hat": y_hat})
+  h, y_hat, variables = sharded["h"], sharded["y_hat"], dp.replicate(variables)
   t0 = time.perf_counter()
   jax.block_until_ready(sampler(variables, h, y_hat, jax.random.PRNGKey(1)))
   compile_s = time.perf_counter() - t0

@@ -276,6 +276,7 @@ def predict() -> ml_collections.ConfigDict:
   p.folder_fps = 0.0  # folders of frames: > 0 gives them a clock (time_s); 0 = none
   p.batch_size = 256  # faces per device batch (fixed shape, the last one padded)
   p.workers = 2  # host threads detecting and cropping faces ahead of the model
+  p.forecast = True  # SEDL runs with a temporal model: forecasts and surprise (the costly part)
   p.horizons = ()  # SEDL forecast horizons in frames; () = the run's temporal.horizons
   p.card_samples = 0  # CARD samples per face; 0 = the run's card.num_samples
   p.abstain = "ttest"  # CARD: ttest (paired t-test p < the run's pavpu_alpha) | threshold

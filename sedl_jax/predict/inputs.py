@@ -53,15 +53,15 @@ def _image_frame(path: str, index: int, time_s: float) -> Frame:
 
 
 def _folder_frames(path: str, folder_fps: float) -> Iterator[Frame]:
-  names = sorted((n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n))
-                  and not n.startswith(".")), key=_last_number)
-  for i, n in enumerate(names):
-    full = os.path.join(path, n)
-    t = i / folder_fps if folder_fps > 0 else float("nan")
-    if os.path.splitext(n)[1].lower() not in decode.IMAGE_EXTENSIONS:
-      yield Frame(i, t, None, full, "not an image file (extension)")
-    else:
-      yield _image_frame(full, i, t)
+  """The folder's image files as one sequence, in the order of the last number in
+  their names; other files are reported (not counted as frames)."""
+  names = [n for n in os.listdir(path)
+           if os.path.isfile(os.path.join(path, n)) and not n.startswith(".")]
+  is_image = lambda n: os.path.splitext(n)[1].lower() in decode.IMAGE_EXTENSIONS
+  for n in sorted(n for n in names if not is_image(n)):
+    yield Frame(-1, float("nan"), None, os.path.join(path, n), "not an image file (extension)")
+  for i, n in enumerate(sorted(filter(is_image, names), key=_last_number)):
+    yield _image_frame(os.path.join(path, n), i, i / folder_fps if folder_fps > 0 else float("nan"))
 
 
 def _video_frames(path: str, fps: float) -> Iterator[Frame]:

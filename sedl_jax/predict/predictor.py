@@ -4,8 +4,9 @@
   pred = Predictor.from_workdir("runs/sedl").predict(["session.mp4"])
   pred.rows[0]["emotion"]; pred.summary["inputs"][0]["tracks"]; pred.write("out/")
 
-Per input: frames are decoded one at a time in the calling thread; face
-detection and cropping run on a pool of host threads a few frames ahead; faces
+Per input: frames are decoded one at a time on a host thread; face
+detection and cropping run on a pool of host threads, both a few frames ahead
+of the model; faces
 go to the devices in fixed-size batches (the last one padded, so nothing
 recompiles); per-track outputs (SEDL's temporal context, forecasts and traits;
 smoothing) are computed when the input ends, from the per-face embeddings
@@ -19,6 +20,7 @@ import concurrent.futures
 import dataclasses
 import math
 import os
+import queue
 import threading
 import time
 
@@ -94,7 +96,8 @@ class Predictor:
     s = _settings(settings)
     if jax.process_count() > 1:
       raise ValueError("prediction runs in one process (it uses all of that process's devices)")
-    model = run_model.load(workdir, int(s.batch_size), horizons=tuple(s.horizons),
+    model = run_model.load(workdir, int(s.batch_size),
+                           horizons=tuple(s.horizons) if s.forecast else None,
                            num_samples=int(s.card_samples), seed=int(s.seed))
     config = run_model.load_config(workdir)
     margin = float(s.face_margin) if float(s.face_margin) >= 0 else float(config.data.face_margin)
@@ -119,22 +122,43 @@ class Predictor:
     return boxes, crops, time.perf_counter() - start
 
   def _prepared(self, frames, pool, timing):
-    """Frames in order with their boxes and crops, detection running ahead on the pool."""
-    pending = collections.deque()
-    depth = 4 * int(self.settings.workers)
-    it = iter(frames)
-    while True:
-      start = time.perf_counter()
-      frame = next(it, None)
-      timing["decode_s"] += time.perf_counter() - start
-      if frame is not None:
-        job = pool.submit(self._faces, frame.image) if frame.image is not None else None
-        pending.append((frame, job))
-      if pending and (frame is None or len(pending) >= depth):
-        f, job = pending.popleft()
-        yield (f, *job.result()) if job is not None else (f, [], [], 0.0)
-      elif frame is None:
-        return
+    """Frames in order with their boxes and crops. A host thread decodes and
+    hands each frame to the pool, which detects and crops; both run up to
+    `4 x workers` frames ahead of the caller (the model)."""
+    ahead = queue.Queue(maxsize=4 * int(self.settings.workers))
+    stop = threading.Event()
+
+    def produce():
+      try:
+        it = iter(frames)
+        while not stop.is_set():
+          start = time.perf_counter()
+          frame = next(it, None)
+          timing["decode_s"] += time.perf_counter() - start
+          if frame is None:
+            break
+          ahead.put((frame, pool.submit(self._faces, frame.image)
+                     if frame.image is not None else None))
+      except BaseException as e:  # re-raised in the caller's thread
+        ahead.put(e)
+      finally:
+        ahead.put(None)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+      while (item := ahead.get()) is not None:
+        if isinstance(item, BaseException):
+          raise item
+        frame, job = item
+        yield (frame, *job.result()) if job is not None else (frame, [], [], 0.0)
+    finally:
+      stop.set()
+      while thread.is_alive():  # unblock a producer waiting on a full queue
+        try:
+          ahead.get_nowait()
+        except queue.Empty:
+          thread.join(0.01)
 
   # -- prediction -------------------------------------------------------------------
   def predict(self, paths) -> Prediction:

@@ -146,19 +146,26 @@ class SedlModel:
   def _head_inputs(self, static: np.ndarray, context: np.ndarray | None) -> np.ndarray:
     return behaviour.frame_features(self.features, (static - self.mean) / self.std, context)
 
-  def track_outputs(self, per_face: dict) -> dict:
+  def track_outputs(self, per_face: dict, forecasts: bool = True) -> dict:
     """Per-frame probabilities, traits, forecasts and surprise of one track's
-    faces in time order (per_face["embedding"] [N, D])."""
+    faces in time order (per_face["embedding"] [N, D]). Arrays go to the device
+    padded to a power of two, so a new track length rarely compiles anything."""
     h = per_face["embedding"]
     unit = unit_norm(h)
     context = self._contexts(unit) if self.temporal is not None else None
-    logits, _ = self.apply_heads(self.heads.variables, jnp.asarray(self._head_inputs(h, context)[None]))
-    out = {"probs": np.asarray(jax.nn.softmax(logits[0], -1))}
+    x = self._head_inputs(h, context)
+    out = {"probs": self._emotion_probs(x)}
     if self.trait_names:
-      out["traits"] = self._traits(self._head_inputs(h, context))
-    if self.temporal is not None and self.horizons:
+      out["traits"] = self._traits(x)
+    if forecasts and self.temporal is not None and self.horizons:
       out.update(self._forecasts(h, unit))
     return out
+
+  def _emotion_probs(self, x: np.ndarray) -> np.ndarray:
+    """Emotion probabilities [N, K] of per-frame head inputs [N, F] (the emotion
+    head reads each frame on its own)."""
+    logits, _ = self.apply_heads(self.heads.variables, jnp.asarray(_padded(x)[None]))
+    return np.asarray(jax.nn.softmax(logits[0, : len(x)], -1))
 
   def _windows(self, unit: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
     """For each frame i, the window of up to `length` frames ending at i, left
@@ -171,48 +178,69 @@ class SedlModel:
     return windows.astype(np.float32), pos
 
   def _contexts(self, unit: np.ndarray) -> np.ndarray:
-    """The temporal model's causal context at every frame, from the last W frames."""
-    windows, pos = self._windows(unit, self.window)
-    ctx = np.asarray(self.context_fn(self.temporal.variables["params"], jnp.asarray(windows)))
-    return ctx[np.arange(len(unit)), pos]
+    """The temporal model's causal context at every frame. Windows of W frames
+    start every W/2 frames; frame i reads the last window that holds it, so it
+    sees its W/2 to W - 1 previous frames (all of them while i < W): one model
+    pass covers about 2 frames per window position instead of 1, a W/2-fold
+    saving over a window per frame, and every history length stays one the
+    behaviour heads were trained on (contexts at positions 0..W-1)."""
+    n, w = len(unit), self.window
+    stride = max(w // 2, 1)
+    count = max(1, -(-max(n - w, 0) // stride) + 1)
+    starts = np.arange(count) * stride
+    idx = np.minimum(starts[:, None] + np.arange(w)[None], n - 1)
+    valid = (starts[:, None] + np.arange(w)[None]) < n
+    windows = (unit[idx] * valid[..., None]).astype(np.float32)
+    ctx = np.asarray(self.context_fn(self.temporal.variables["params"],
+                                     jnp.asarray(_padded(windows))))
+    frames = np.arange(n)
+    which = np.clip(-(-(frames - w + 1) // stride), 0, count - 1)
+    return ctx[which, frames - starts[which]]
 
   def _traits(self, x: np.ndarray) -> np.ndarray:
-    """Trait probabilities of a track: the mean over its windows of the
-    training sequence length (one window when the track is shorter)."""
+    """Trait probabilities of a track: the mean over its consecutive windows of
+    the training sequence length (the whole track when it is shorter)."""
     length = _input_shape(self.heads.meta)[1]
-    n = len(x)
-    chunks = [x[i:i + length] for i in range(0, max(n - length, 0) + 1, length)] if n >= length else [x]
-    probs = [np.asarray(jax.nn.sigmoid(self.apply_heads(self.heads.variables, jnp.asarray(c[None]))[1][0]))
-             for c in chunks]
-    return np.mean(probs, axis=0)
+    if len(x) < length:
+      _, traits = self.apply_heads(self.heads.variables, jnp.asarray(x[None]))
+      return np.asarray(jax.nn.sigmoid(traits[0]))
+    k = len(x) // length
+    chunks = x[: k * length].reshape(k, length, -1)
+    _, traits = self.apply_heads(self.heads.variables, jnp.asarray(_padded(chunks)))
+    return np.asarray(jax.nn.sigmoid(traits[:k])).mean(0)
 
   def _forecasts(self, h: np.ndarray, unit: np.ndarray) -> dict:
     """For every origin frame t and horizon k: the predicted embedding of frame
     t + k from frames up to t, classified by the behaviour heads; and the
     surprise at t: ||predicted(t from t - 1) - actual(t)||^2 of unit embeddings."""
-    top = max(self.horizons)
+    n, top = len(unit), max(self.horizons)
     windows, pos = self._windows(unit, self.window - top)
-    preds, contexts = self._forecaster(self.temporal.variables["params"], jnp.asarray(windows),
-                                       jnp.asarray(pos))
+    preds, contexts = self._forecaster(self.temporal.variables["params"],
+                                       jnp.asarray(_padded(windows)), jnp.asarray(_padded(pos)))
     norms = np.linalg.norm(h, axis=-1, keepdims=True)
-    out = {}
-    for k in self.horizons:
-      pred = np.asarray(preds[k])
-      # The heads read unnormalised features: the prediction takes the origin's norm.
-      x = self._head_inputs(pred * norms, np.asarray(contexts[k]) if self.features != "static" else None)
-      logits, _ = self.apply_heads(self.heads.variables, jnp.asarray(x[None]))
-      out[f"forecast_{k}"] = np.asarray(jax.nn.softmax(logits[0], -1))
-      if k == 1:
-        surprise = np.full(len(unit), np.nan, np.float32)
-        surprise[1:] = np.sum((pred[:-1] - unit[1:]) ** 2, axis=-1)
-        out["surprise"] = surprise
+    # The heads read unnormalised features: a prediction takes its origin's norm.
+    x = np.concatenate([self._head_inputs(
+        np.asarray(preds[k])[:n] * norms,
+        np.asarray(contexts[k])[:n] if self.features != "static" else None) for k in self.horizons])
+    probs = self._emotion_probs(x).reshape(len(self.horizons), n, -1)
+    out = {f"forecast_{k}": probs[i] for i, k in enumerate(self.horizons)}
+    surprise = np.full(n, np.nan, np.float32)
+    surprise[1:] = np.sum((np.asarray(preds[1])[: n - 1] - unit[1:]) ** 2, axis=-1)
+    out["surprise"] = surprise
     return out
+
+
+def _padded(a: np.ndarray) -> np.ndarray:
+  """`a` with zero rows appended up to a power of two (at least 16) rows."""
+  n = len(a)
+  m = max(16, 1 << max(n - 1, 0).bit_length())
+  return np.concatenate([a, np.zeros((m - n, *a.shape[1:]), a.dtype)]) if m > n else a
 
 
 def _make_forecaster(model, horizons):
   """jitted fn(params, windows [N, W, D], pos [N]) -> ({k: predicted unit
-  embedding of pos + k}, {k: causal context at pos + k}): autoregressive, one
-  model call per step, every origin at once."""
+  embedding of pos + k, k = 1..max horizon}, {k: causal context at pos + k, k in
+  horizons}): autoregressive, one model call per step, every origin at once."""
   top = max(horizons) if horizons else 0
 
   @jax.jit
@@ -223,8 +251,7 @@ def _make_forecaster(model, horizons):
       pred, _ = model.apply({"params": params}, x, train=False)
       nxt = pred[n, pos + k - 1]
       x = x.at[n, pos + k].set(nxt)
-      if k in horizons:
-        preds[k] = nxt
+      preds[k] = nxt
     _, context = model.apply({"params": params}, x, train=False)
     return preds, {k: context[n, pos + k] for k in horizons}
 
@@ -267,7 +294,7 @@ class CardModel:
     self.calls += 1
     y0 = card.draw_samples(self.sampler, self.card.variables, h.astype(np.float32), y_hat,
                            jax.random.fold_in(self.key, self.calls), self.sample_batch,
-                           f"card: n={self.num_samples}")
+                           f"card: n={self.num_samples}", self.ctx.dp)
     probs = np.asarray(diffusion.sample_probabilities(jnp.asarray(y0), self.temperature))
     s = uncertainty.summarise_samples(probs, alpha=self.alpha)
     mean = probs.mean(0)
@@ -293,7 +320,8 @@ def _sample_temperature(cfg, workdir: str) -> float:
 
 
 def load(workdir: str, batch_size: int, *, horizons=(), num_samples: int = 0, seed: int = 0):
-  """The run's prediction model, by the run's pipeline."""
+  """The run's prediction model, by the run's pipeline. SEDL forecast horizons:
+  () = the run's temporal.horizons, None = no forecasts."""
   config = load_config(workdir)
   pipeline = config.get("pipeline")
   subs = sorted(d for d in os.listdir(workdir)
@@ -302,7 +330,9 @@ def load(workdir: str, batch_size: int, *, horizons=(), num_samples: int = 0, se
     raise MissingCheckpoint(f"{workdir} holds sub-runs ({', '.join(subs)}), each its own model: "
                             f"predict with --workdir={os.path.join(workdir, subs[0])} (or another)")
   if pipeline == "sedl":
-    return SedlModel(config, workdir, batch_size, horizons or tuple(config.temporal.horizons))
+    if horizons is not None and not horizons:
+      horizons = tuple(config.temporal.horizons)
+    return SedlModel(config, workdir, batch_size, horizons or ())
   if pipeline == "card_fer":
     return CardModel(config, workdir, batch_size, num_samples, seed)
   raise ValueError(f"{workdir}/config.json: pipeline {pipeline!r} cannot predict (sedl, card_fer)")

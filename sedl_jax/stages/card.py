@@ -20,11 +20,12 @@ import numpy as np
 from tqdm import tqdm
 
 from sedl_jax.diffusion import card as diffusion
-from sedl_jax.evaluate import calibration, classification, uncertainty
+from sedl_jax.evaluate import calibration, classification, features, uncertainty
 from sedl_jax.models.card_net import NoiseNet
 from sedl_jax.results import StageResult
 from sedl_jax.stages import classifier
 from sedl_jax.train import stage as stage_lib
+from sedl_jax.train.mesh import to_host
 
 STAGE = "card"
 T_S_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -61,15 +62,22 @@ def make_sampler(net: NoiseNet, sched: diffusion.Schedule, num_samples: int):
   return sampler
 
 
-def draw_samples(sampler, variables, h, y_hat, key, batch_size: int, desc: str) -> np.ndarray:
-  """y0 samples [n, N, C] for every image, in fixed-size (padded) image batches."""
+def draw_samples(sampler, variables, h, y_hat, key, batch_size: int, desc: str,
+                 dp=None) -> np.ndarray:
+  """y0 samples [n, N, C] for every image, in fixed-size (padded) image batches;
+  with `dp`, each batch is split across its devices (the chain of one image never
+  leaves its device, so this scales with the device count)."""
   n = len(h)
+  if dp is not None:
+    batch_size = features.eval_batch_size(batch_size, dp)
   outs = []
   for i, start in enumerate(tqdm(range(0, n, batch_size), desc=desc, unit="batch",
                                  disable=jax.process_index() != 0)):
     idx = np.minimum(np.arange(start, start + batch_size), n - 1)
-    out = sampler(variables, jnp.asarray(h[idx]), jnp.asarray(y_hat[idx]), jax.random.fold_in(key, i))
-    outs.append(np.asarray(out)[:, : min(batch_size, n - start)])
+    batch = {"h": h[idx], "y_hat": y_hat[idx]}
+    batch = dp.shard_global(batch) if dp is not None else jax.tree.map(jnp.asarray, batch)
+    out = sampler(variables, batch["h"], batch["y_hat"], jax.random.fold_in(key, i))
+    outs.append(to_host(out)[:, : min(batch_size, n - start)])
   return np.concatenate(outs, axis=1)
 
 
@@ -133,7 +141,8 @@ def _sample_temperature(ctx, sampler, variables, feats, key) -> float:
   rng = np.random.default_rng(cfg.seed)
   idx = rng.permutation(np.flatnonzero(labels >= 0))[: int(cfg.tune_images)]
   y0 = draw_samples(sampler, variables, feats["train"][0][idx], feats["train"][1][idx],
-                    jax.random.fold_in(key, 1), int(cfg.eval_batch_size), "card: tuning T_s")
+                    jax.random.fold_in(key, 1), int(cfg.eval_batch_size), "card: tuning T_s",
+                    ctx.dp)
   return tune_temperature(y0, labels[idx])
 
 
@@ -143,7 +152,7 @@ def predict_samples(ctx, trained, h, y_hat, key, ts: float, sampler=None) -> np.
   cfg = ctx.config.card
   sampler = sampler or make_sampler(trained.model, schedule(cfg), int(cfg.num_samples))
   y0 = draw_samples(sampler, trained.variables, h, y_hat, key, int(cfg.eval_batch_size),
-                    f"card: sampling n={cfg.num_samples}, T={cfg.timesteps}")
+                    f"card: sampling n={cfg.num_samples}, T={cfg.timesteps}", ctx.dp)
   return np.asarray(diffusion.sample_probabilities(jnp.asarray(y0), ts))
 
 
