@@ -10,7 +10,6 @@ import pytest
 from configs import sedl
 from sedl_jax import runner
 from sedl_jax.train import checkpoint
-from sedl_jax.train.metrics import MetricWriter
 
 
 def tiny_config():
@@ -58,26 +57,32 @@ def test_run_writes_metrics_checkpoints_and_report(finished_run):
 
 def test_interrupted_run_resumes_to_identical_parameters(finished_run, tmp_path, monkeypatch):
   ref_dir, _ = finished_run
-  original = MetricWriter.write
+  original = checkpoint.StageCheckpoints.save
 
-  def crash_at_step_6(self, stage, step, scalars):
-    if step == 6:
+  def crash_saving_step_6(self, step, *args):
+    if step == 6:  # step 6 is logged, its checkpoint never written
       raise KeyboardInterrupt("simulated crash")
-    return original(self, stage, step, scalars)
+    return original(self, step, *args)
 
-  monkeypatch.setattr(MetricWriter, "write", crash_at_step_6)
+  monkeypatch.setattr(checkpoint.StageCheckpoints, "save", crash_saving_step_6)
   with pytest.raises(KeyboardInterrupt):
     runner.run(tiny_config(), str(tmp_path))
   ck = checkpoint.StageCheckpoints(str(tmp_path), "contrastive")
   assert ck.latest_step() == 4  # the crash lost steps 5-6 only
   ck.close()
-  monkeypatch.setattr(MetricWriter, "write", original)
+  monkeypatch.setattr(checkpoint.StageCheckpoints, "save", original)
   runner.run(tiny_config(), str(tmp_path))
   step_a, a = _final_params(ref_dir)
   step_b, b = _final_params(tmp_path)
   assert step_a == step_b == 6
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+  # The rows logged after the last checkpoint were dropped on resume, then logged again.
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  logged = [r["step"] for r in rows if r["stage"] == "contrastive" and "loss" in r]
+  assert logged == sorted(set(logged)) and logged[-1] == 6
+  assert logged == [r["step"] for r in map(json.loads, open(ref_dir / "metrics.jsonl"))
+                    if r["stage"] == "contrastive" and "loss" in r]
 
 
 def test_eval_mode_reproduces_saved_probe_metrics(finished_run):

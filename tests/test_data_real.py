@@ -197,6 +197,22 @@ def test_salted_folder_data_report(tmp_path, faces):
   assert "contempt" not in data.class_names and "boredom" not in data.class_names
 
 
+def test_oversized_images_and_decompression_bombs_are_skipped_items(tmp_path, faces, monkeypatch):
+  from PIL import Image
+  root = tmp_path / "f"
+  fx.image_folder(str(root), faces)
+  fx.save(np.zeros((100, 100, 3), np.uint8), str(root / "happiness" / "huge.png"))
+  _, report = load(tmp_path, "image_folder", root, max_pixels=5000)  # the faces have 1,600
+  (reason,) = [r for r in report["skipped"] if "max_pixels" in r]
+  assert report["skipped"][reason]["count"] == 1 and "huge.png" in report["skipped"][reason]["first"][0]
+  assert "100 x 100 = 10000 pixels" in reason
+  # PIL's own bomb check (past 2 x MAX_IMAGE_PIXELS) is a skipped item too, not a crash.
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+  raw = (root / "happiness" / "huge.png").read_bytes()
+  with pytest.raises(decode.BadItem, match="decompression bomb"):
+    decode.decode_image_bytes(raw, 1, max_pixels=0)
+
+
 def test_duplicates_across_splits_are_reported(tmp_path, faces):
   root = tmp_path / "f"
   fx.image_folder(str(root), faces, with_splits=True)
@@ -239,6 +255,18 @@ def test_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, faces):
   np.testing.assert_array_equal(first.images["test"].images, second.images["test"].images)
   entries = [p for p in os.listdir(tmp_path / "cache") if "incomplete" not in p]
   assert len(entries) == 1
+  # A damaged entry is deleted and rebuilt once; a killed build's folder is removed.
+  entry = r1["cache_entry"]
+  for name in os.listdir(entry):
+    for dirpath, _, files in os.walk(os.path.join(entry, name)):
+      for f in files:
+        if "array_record" in f:
+          open(os.path.join(dirpath, f), "r+b").truncate(10)
+  os.makedirs(entry + ".incomplete-999999999")  # no such process
+  rebuilt, r5 = load(tmp_path, "image_folder", root)
+  assert r5["cache"] == "built" and r5["cache_entry"] == entry
+  assert not os.path.exists(entry + ".incomplete-999999999")
+  np.testing.assert_array_equal(rebuilt.images["test"].images, first.images["test"].images)
   victim = sorted((root / "happiness").iterdir())[0]
   fx.save(np.zeros((40, 40, 3), np.uint8), str(victim))
   third, r3 = load(tmp_path, "image_folder", root)

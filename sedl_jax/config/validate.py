@@ -96,6 +96,7 @@ def _check_real_data(config, d) -> None:
                       "summing to 1")
   _positive_int(config, "data.sequence_length")
   _positive_int(config, "data.video_stride")
+  _positive_int(config, "data.max_pixels")
   if d.video_fps < 0:
     raise ConfigError(f"config.data.video_fps={d.video_fps}: must be >= 0 (0 = use video_stride)")
   if d.sequence_length < 2:

@@ -37,15 +37,29 @@ def _to_mode(im: Image.Image, channels: int) -> np.ndarray:
   return a[..., None] if a.ndim == 2 else a
 
 
-def decode_image_bytes(raw: bytes, channels: int) -> np.ndarray:
+# 40 Mpx (e.g. 8000 x 5000): far above any face photo, and a decoded RGB image this
+# size already takes 120 MB; PIL's own limit (89 Mpx warns, 179 Mpx fails) is higher.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def decode_image_bytes(raw: bytes, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+  """Bytes -> uint8 [H, W, channels]; BadItem for anything unusable, including an
+  image over `max_pixels` (read from the header: nothing is decoded)."""
   if not raw:
     raise BadItem("empty file")
   try:
     with Image.open(io.BytesIO(raw)) as im:
+      w, h = im.size
+      if max_pixels and w * h > max_pixels:
+        raise BadItem(f"image of {w} x {h} = {w * h} pixels is over data.max_pixels={max_pixels}")
       im.load()  # raises on truncated data, which Image.open alone does not
       return _to_mode(im, channels)
   except UnidentifiedImageError:
     raise BadItem("not a readable image (unknown or corrupt format)") from None
+  except Image.DecompressionBombError as e:
+    raise BadItem(f"decompression bomb refused ({e})") from None
+  except MemoryError:
+    raise BadItem("out of memory decoding this image") from None
   except (OSError, ValueError, SyntaxError) as e:
     raise BadItem(f"unreadable image ({e})") from None
 

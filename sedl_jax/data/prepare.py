@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import glob
 import hashlib
 import json
 import logging
@@ -47,7 +48,7 @@ def settings(data_cfg) -> dict:
       "no_face": data_cfg.no_face, "label_map": data_cfg.label_map,
       "extra_classes": data_cfg.extra_classes, "name_pattern": data_cfg.name_pattern,
       "video_stride": int(data_cfg.video_stride), "video_max_frames": int(data_cfg.video_max_frames),
-      "video_fps": float(data_cfg.video_fps),
+      "video_fps": float(data_cfg.video_fps), "max_pixels": int(data_cfg.max_pixels),
   }
 
 
@@ -111,11 +112,13 @@ class _Decoder:
     self.skip_no_face = prep["no_face"] == "skip"
     self.stride, self.max_frames = prep["video_stride"], prep["video_max_frames"]
     self.fps = prep["video_fps"]
+    self.max_pixels = prep["max_pixels"]
 
   def raw_frames(self, item):
     if item.kind == "file":
       raw = decode.read_file(item.path)
-      yield item.frame, decode.decode_image_bytes(raw, 3), hashlib.sha1(raw).hexdigest()
+      yield (item.frame, decode.decode_image_bytes(raw, 3, self.max_pixels),
+             hashlib.sha1(raw).hexdigest())
     elif item.kind == "pixels":
       yield item.frame, item.pixels, hashlib.sha1(item.pixels.tobytes()).hexdigest()
     elif item.kind == "video":
@@ -279,18 +282,57 @@ def prepare(scan, data_cfg, root: str) -> tuple[dict, dict, str]:
   cache = data_cfg.cache_dir or default_cache_dir()
   entry = os.path.join(cache, f"{prep['source']}-{key}")
   report_path = os.path.join(entry, REPORT_FILE)
-  if os.path.exists(report_path):
+  for attempt in (0, 1):
+    report = _entry_report(entry, report_path) if attempt == 0 else None
+    if report is None:
+      os.makedirs(cache, exist_ok=True)
+      _remove_stale(entry)
+      logging.info("preparing %s into %s", root, entry)
+      report = build(scan, data_cfg, entry, prep)
+      report["cache"] = "built"
+    report["fingerprint"] = key
+    report["cache_entry"] = entry
+    if not report["images_prepared"]:
+      return {}, report, key
+    try:
+      return _read(entry, prep, len(report["trait_names"]), int(data_cfg.num_threads)), report, key
+    except Exception as e:  # noqa: BLE001 - any failure to read means a damaged entry
+      if attempt == 1:
+        raise
+      logging.warning("prepared-data cache %s cannot be read (%s: %s): deleting and rebuilding it",
+                      entry, type(e).__name__, e)
+      print(f"[data] the prepared-data cache {entry} was damaged ({type(e).__name__}): rebuilding it")
+  raise AssertionError("unreachable")
+
+
+def _entry_report(entry: str, report_path: str) -> dict | None:
+  """A finished entry's report (cache reused), or None when there is none to reuse."""
+  if not os.path.exists(report_path):
+    return None
+  try:
     with open(report_path) as f:
       report = json.load(f)
-    report["cache"] = "reused"
-  else:
-    os.makedirs(cache, exist_ok=True)
-    shutil.rmtree(entry, ignore_errors=True)  # a half-written entry from a killed run
-    logging.info("preparing %s into %s", root, entry)
-    report = build(scan, data_cfg, entry, prep)
-    report["cache"] = "built"
-  report["fingerprint"] = key
-  report["cache_entry"] = entry
-  arrays = (_read(entry, prep, len(report["trait_names"]), int(data_cfg.num_threads))
-            if report["images_prepared"] else {})
-  return arrays, report, key
+  except (OSError, ValueError):
+    return None
+  report["cache"] = "reused"
+  return report
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _remove_stale(entry: str) -> None:
+  """Removes a half-written entry and the `.incomplete-PID` folders of processes
+  that no longer run (killed during a build); a live build's folder is left alone."""
+  shutil.rmtree(entry, ignore_errors=True)
+  for tmp in glob.glob(glob.escape(entry) + ".incomplete-*"):
+    pid = tmp.rsplit("-", 1)[1]
+    if not pid.isdigit() or not _pid_alive(int(pid)):
+      shutil.rmtree(tmp, ignore_errors=True)

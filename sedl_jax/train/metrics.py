@@ -14,6 +14,28 @@ def _scalar(v) -> float:
   return float(np.asarray(v))
 
 
+def truncate(workdir: str, stage: str, step: int) -> int:
+  """Drops the stage's rows logged after `step` (a resumed run logs those steps
+  again); process 0 rewrites the file atomically. Returns the rows dropped."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = f.readlines()
+  keep = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+    except ValueError:  # a line cut short by a kill
+      continue
+    if not (row.get("stage") == stage and int(row.get("step", 0)) > step):
+      keep.append(line if line.endswith("\n") else line + "\n")
+  if len(keep) != len(lines):
+    from sedl_jax import atomic_io
+    atomic_io.write_text(path, "".join(keep))
+  return len(lines) - len(keep)
+
+
 class MetricWriter:
   """Writes on process 0 only; every line carries the stage and the step."""
 

@@ -26,6 +26,7 @@ import numpy as np
 from sedl_jax.train import loop, optim
 from sedl_jax.train import state as train_state
 from sedl_jax.train.checkpoint import StageCheckpoints
+from sedl_jax.train import metrics as metrics_lib
 from sedl_jax.train.metrics import MetricWriter
 
 
@@ -156,6 +157,7 @@ def train_stage(ctx, spec: ModelSpec, train: TrainSpec) -> Trained:
     state = dp.replicate(state)
     if not fresh:
       state = ckpt.restore_state(state, meta)
+      metrics_lib.truncate(ctx.workdir, spec.name, int(jax.device_get(state.step)))
     if int(jax.device_get(state.step)) < total:
       state = _run_loop(ctx, spec, train, state, (tx, schedule), batch, total, per_epoch, ckpt, meta)
     elif fresh:
