@@ -144,3 +144,31 @@ def test_eval_without_a_checkpoint_exits_2_naming_the_stage(tmp_path):
   assert out.returncode == 2, out.stderr[-2000:]
   assert "checkpoint error: no checkpoint in" in out.stderr
   assert "train stage 'contrastive' first" in out.stderr
+
+
+def _numeric_fields(config, prefix=""):
+  for key, value in config.items():
+    if hasattr(value, "items"):
+      yield from _numeric_fields(value, f"{prefix}{key}.")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize("make", [lambda: sedl.get_config("quick"),
+                                  lambda: card_fer.get_config("quick,ablation=proposed")],
+                         ids=["sedl", "card_fer"])
+def test_every_numeric_field_rejects_a_bad_value_naming_it(make):
+  from sedl_jax.config.validate import MAY_BE_NEGATIVE
+  fields = list(_numeric_fields(make()))
+  assert len(fields) > 100  # the walk reaches the nested sections
+  for field, value in fields:
+    bad_values = ([float("nan")] if isinstance(value, float) else []) + (
+        [] if field in MAY_BE_NEGATIVE else [-1])
+    for bad in bad_values:
+      c = make()
+      section = c
+      for part in field.split(".")[:-1]:
+        section = section[part]
+      section[field.split(".")[-1]] = type(value)(bad) if bad == -1 else bad
+      with pytest.raises(ConfigError, match=rf"config\.{field.replace('.', r'[.]')}\b"):
+        _check(c)

@@ -159,12 +159,19 @@ def test_manifest_with_traits_and_missing_files(tmp_path, faces):
       rows.append(f"{name},{label},subj{seqs.subjects[k]},{k},{t},{int(seqs.traits[k, 0])},0.5")
   rows.append("img/missing.png,happy,subj0,0,99,0,")
   rows.append("img/s0_0.png,bored,subj0,0,98,0,")
+  # Outside the manifest's folder: by `..`, by an absolute path, through a symlink.
+  fx.save(seqs.frames[0, 0], str(tmp_path / "secret.png"))
+  os.symlink(tmp_path / "secret.png", root / "img" / "link.png")
+  for far in ("../secret.png", str(tmp_path / "secret.png"), "img/link.png"):
+    rows.append(f"{far},happy,subj0,0,97,0,")
   (root / "manifest.csv").write_text("\n".join(rows) + "\n")
   data, report = load(tmp_path, "manifest", root / "manifest.csv", sequence_length=6,
                       image_size=40, channels=3, split_fractions=(0.5, 0.25, 0.25))
   assert report["trait_names"] == ["agitation"]
   assert report["skipped"]["img/missing.png: file not found"]["count"] == 1
   assert report["skipped"]["unknown label 'bored'"]["count"] == 1
+  outside = [k for k in report["skipped"] if "outside the manifest's folder" in k]
+  assert sum(report["skipped"][k]["count"] for k in outside) == 3
   assert report["valence"]["labelled_images"] == seqs.frames.shape[0] * seqs.frames.shape[1]
   got = np.concatenate([data.sequences[s].traits[:, 0] for s in ("train", "val", "test")])
   assert sorted(got.tolist()) == sorted(seqs.traits[:, 0].tolist())

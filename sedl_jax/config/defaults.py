@@ -41,6 +41,7 @@ def data(variant: str) -> ml_collections.ConfigDict:
   d.video_stride = 1  # keep every k-th video frame
   d.video_fps = 0.0  # > 0: keep about this many frames per second instead (stride from the video's rate)
   d.video_max_frames = 0  # per video, 0 = all
+  d.allow_outside_paths = False  # manifest: accept paths outside the manifest's folder
   d.max_pixels = 40_000_000  # larger images are skipped (read from the header, never decoded)
   # Real data without given splits: subject-disjoint (or stratified) fractions.
   d.split_fractions = (0.7, 0.15, 0.15)

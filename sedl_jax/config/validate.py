@@ -37,6 +37,52 @@ def choices() -> dict[tuple[str, str], tuple[str, ...]]:
   return out
 
 
+# Every number in a config must be finite and >= 0 (tuples element by element),
+# except these fields, where a negative value means something:
+MAY_BE_NEGATIVE = {"card.sample_temperature": "<= 0 tunes T_s on training images"}
+# These (by field name, in any section) must also be > 0: sizes, counts, scales.
+POSITIVE = {"width", "hidden", "heads", "layers", "proj_dim", "proj_hidden", "cbam_reduction",
+            "knn_k", "knn_temperature", "lambd", "tune_images", "num_examples", "num_subjects",
+            "images_per_subject", "sequence_length", "sequences_per_subject", "context_length",
+            "max_pixels", "num_threads", "mean_dwell", "beta_start", "beta_end", "batch_size",
+            "eval_batch_size", "image_size", "channels", "ngram", "tsne_max_points", "timesteps",
+            "num_samples", "keep_checkpoints", "log_every_steps", "checkpoint_every_steps", "lr",
+            "temperature", "video_stride"}
+# And these are fractions: at most 1 (probabilities, decays, quantiles).
+FRACTIONS = {"momentum", "ema_decay", "pavpu_alpha", "pavpu_threshold", "onset_rate",
+             "blur_kernel_frac", "solarize_threshold", "beta_start", "beta_end", "hue", "au_noise"}
+
+
+def _numbers(tree, prefix: str = ""):
+  """(dotted field, value) of every number (or tuple of numbers) in a config."""
+  for key, value in tree.items():
+    field = f"{prefix}{key}"
+    if hasattr(value, "items"):
+      yield from _numbers(value, field + ".")
+    elif isinstance(value, bool):
+      continue
+    elif isinstance(value, (int, float)) or (
+        isinstance(value, (tuple, list)) and value and
+        all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+      yield field, value
+
+
+def _check_numbers(config) -> None:
+  """The generic range rules above, for every numeric field of the config."""
+  for field, value in _numbers(config):
+    leaf = field.rsplit(".", 1)[-1]
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    for v in values:
+      if not math.isfinite(v):
+        raise ConfigError(f"config.{field}={value!r}: must be a finite number")
+      if v < 0 and field not in MAY_BE_NEGATIVE:
+        raise ConfigError(f"config.{field}={value!r}: must be >= 0")
+      if leaf in POSITIVE and v <= 0 and field not in MAY_BE_NEGATIVE:
+        raise ConfigError(f"config.{field}={value!r}: must be > 0")
+      if (leaf in FRACTIONS or leaf.endswith("_p")) and v > 1:
+        raise ConfigError(f"config.{field}={value!r}: must be at most 1 (a fraction)")
+
+
 def _get(config, field: str):
   value = config
   for part in field.split("."):
@@ -161,6 +207,7 @@ def _check_trained_stage(config, s: str, num_devices: int, process_count: int) -
 
 def validate(config, *, known_stages, num_devices: int, process_count: int = 1) -> None:
   stages = _check_stages(config, known_stages)
+  _check_numbers(config)
   _check_data(config)
   _check_model(config)
   for (section, field), allowed in choices().items():

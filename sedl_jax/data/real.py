@@ -20,7 +20,7 @@ SCANNERS = {
     "named_folder": lambda c: scan.image_folder(c.path, c.name_pattern),
     "fer2013": lambda c: scan.fer2013(c.path),
     "sequence_folder": lambda c: scan.sequence_folder(c.path),
-    "manifest": lambda c: scan.manifest(c.path),
+    "manifest": lambda c: scan.manifest(c.path, bool(c.allow_outside_paths)),
 }
 
 

@@ -241,8 +241,17 @@ def _float(value: str) -> float:
   return float(value) if value else math.nan
 
 
-def manifest(path: str) -> Scan:
-  """A CSV listing path,label and optional ids, splits, valence/arousal and traits."""
+def _outside(full: str, base: str) -> bool:
+  """Whether a path (symlinks resolved) lies outside the folder `base`."""
+  real, root = os.path.realpath(full), os.path.realpath(base)
+  return os.path.commonpath([real, root]) != root
+
+
+def manifest(path: str, allow_outside: bool = False) -> Scan:
+  """A CSV listing path,label and optional ids, splits, valence/arousal and traits.
+  Paths must lie inside the manifest's folder (after `..` and symlinks are
+  resolved) unless `allow_outside`: a manifest cannot pull any readable file of
+  the machine into training and the reports."""
   if not os.path.isfile(path):
     raise ValueError(f"config.data.path={path!r}: data.name='manifest' expects a CSV file")
   base = os.path.dirname(os.path.abspath(path))
@@ -267,6 +276,10 @@ def manifest(path: str) -> Scan:
         continue
       if not os.path.isfile(full):
         skipped.append((key, f"{rel}: file not found"))
+        continue
+      if not allow_outside and _outside(full, base):
+        skipped.append((key, f"{rel}: outside the manifest's folder (set "
+                             "data.allow_outside_paths=True to allow)"))
         continue
       try:
         frame = int(row["frame"]) if row.get("frame") else -1

@@ -5,6 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def save(fig, path: str, dpi: int = 110) -> None:
+  """Writes the figure atomically (a killed run leaves the old PNG or the new) and closes it."""
+  from sedl_jax import atomic_io
+  fig.tight_layout()
+  atomic_io.write_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
+  _plt().close(fig)
+
+
 def _plt():
   import matplotlib
   matplotlib.use("Agg")
@@ -32,9 +40,7 @@ def tsne(features: np.ndarray, labels: np.ndarray, names, path: str, *, max_poin
   ax.set_xticks([])
   ax.set_yticks([])
   ax.set_title(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save(fig, path)
 
 
 def trajectories(probs: np.ndarray, truth: np.ndarray, names, path: str, *, count: int = 4,
@@ -58,9 +64,7 @@ def trajectories(probs: np.ndarray, truth: np.ndarray, names, path: str, *, coun
       ax.set_title(titles[i], fontsize=8)
   axes[0, 0].legend(fontsize=6, loc="upper right")
   axes[-1, 0].set_xlabel("frame")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save(fig, path)
 
 
 def class_matrix(values: np.ndarray, names, path: str, *, title: str, xlabel: str, ylabel: str,
@@ -81,9 +85,7 @@ def class_matrix(values: np.ndarray, names, path: str, *, title: str, xlabel: st
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   fig.colorbar(im, ax=ax, fraction=0.046)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save(fig, path)
 
 
 def transition_heatmap(matrix: np.ndarray, names, path: str,
@@ -113,6 +115,4 @@ def reliability(mean_conf: np.ndarray, acc: np.ndarray, count: np.ndarray, path:
   ax.set_ylim(0, 1)
   ax.legend(fontsize=7, loc="upper left")
   ax.set_title(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save(fig, path)

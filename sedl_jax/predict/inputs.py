@@ -76,7 +76,7 @@ def _manifest_streams(path: str, fps: float) -> list[Stream]:
   """Rows with the same subject and sequence form one stream (ordered by frame);
   a row without a sequence is a one-image stream; a video row is a video."""
   try:
-    found = scan.manifest(path)
+    found = scan.manifest(path, allow_outside=True)  # the user names these files to predict
   except ValueError as e:
     raise InputError(str(e)) from None
   groups: dict[str, list] = {}

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from sedl_jax import atomic_io
 from sedl_jax.evaluate import plots
 from sedl_jax.evaluate.report_doc import ReportDoc, fmt
 
@@ -54,9 +55,7 @@ def _plot(rows, names, horizons, path: str, title: str) -> None:
     ax2.set_ylabel("forecast")
     ax2.legend(fontsize=7, loc="upper right")
   axes[-1, 0].set_xlabel("time (s)" if clock else "frame")
-  fig.tight_layout()
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
+  plots.save(fig, path, dpi=90)
 
 
 def write(prediction, out: str) -> str:
@@ -103,6 +102,5 @@ def write(prediction, out: str) -> str:
                       + ("; dotted: changes of the top emotion" if t["faces"] > 1 else ""))
       drawn += 1
   path = os.path.join(out, "timeline.html")
-  from sedl_jax import atomic_io
   atomic_io.write_text(path, doc.html(plot_dir))
   return path

@@ -37,9 +37,7 @@ def example_grid(images, labels, vote, p_value, certain, names, path: str, count
                    color="green" if certain[i] else "red")
     axes[r, 0].text(-0.1, 0.5, title, transform=axes[r, 0].transAxes, rotation=90,
                     va="center", ha="right", fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def _run_dirs(ctx) -> dict[str, str]:
