@@ -20,8 +20,9 @@ Flags:
   --cpu_devices  XLA CPU devices: auto (one per usable core) or N.
   --distributed  auto | on | off: start jax.distributed from JAX_* / SLURM / Open MPI.
 
-Exit status: 0 done; 2 bad input (config, data, environment), with one message
-naming what to fix.
+Exit status: 0 done; 2 bad input (config, data, inputs, checkpoints, environment),
+with one message naming what to fix; 1 training diverged (NaN/inf; the last good
+checkpoint is kept) or an unexpected error.
 """
 
 import logging
@@ -92,6 +93,7 @@ def main(argv):
   from sedl_jax.config.validate import ConfigError
   from sedl_jax.data.real import DataError
   from sedl_jax.train.checkpoint import CheckpointMismatch, MissingCheckpoint
+  from sedl_jax.train.loop import NonFiniteLoss
 
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
@@ -107,6 +109,9 @@ def main(argv):
     _fail(f"data error: {e}")
   except (MissingCheckpoint, CheckpointMismatch) as e:
     _fail(f"checkpoint error: {e}")
+  except NonFiniteLoss as e:  # training diverged: not bad input, but no traceback either
+    print(f"training stopped: {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 def _predict() -> None:
