@@ -28,6 +28,7 @@ test: install
 bench: install
 	$(PY) bench/contrastive_step.py --out=bench/results
 	$(PY) bench/card_sampling.py --out=bench/results
+	$(PY) bench/predict.py --out=bench/results
 	$(PY) bench/prepare_data.py --out=bench/results
 
 clean:

@@ -40,6 +40,10 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Output directory of t
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"],
                           "train: train then evaluate; eval: restore checkpoints and evaluate; "
                           "predict: apply the run in --workdir to --input, writing to --out.")
+_ALLOW_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False,
+    "Resume stages even when their training fields (batch size, learning rate, length, seeds, "
+    "augmentation) differ from their checkpoints'.")
 _INPUT = flags.DEFINE_multi_string("input", [], "predict: image, folder, video or manifest CSV.")
 _OUT = flags.DEFINE_string("out", None, "predict: output folder (default WORKDIR/predict).")
 _PREDICT = config_flags.DEFINE_config_dict("predict", defaults.predict(),
@@ -102,7 +106,7 @@ def main(argv):
     if predicting:
       _predict()
     else:
-      runner.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+      runner.run(_CONFIG.value, _WORKDIR.value, _MODE.value, _ALLOW_CHANGE.value)
   except ConfigError as e:
     _fail(f"config error: {e}")
   except DataError as e:

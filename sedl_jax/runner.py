@@ -23,7 +23,7 @@ from sedl_jax.train.mesh import barrier
 MODES = ("train", "eval")
 
 
-def run(config, workdir: str, mode: str = "train") -> dict:
+def run(config, workdir: str, mode: str = "train", allow_config_change: bool = False) -> dict:
   """Validates the config and its sub-runs' configs, then runs every sub-run and
   stage; returns {stage: metrics} (a sub-run's under its name)."""
   if mode not in MODES:
@@ -38,12 +38,12 @@ def run(config, workdir: str, mode: str = "train") -> dict:
   out = {}
   for name, sub in subs:
     print(f"[runner] sub-run {name!r}: {ablations.DESCRIPTIONS[name]}")
-    out[name] = run_stages(sub, os.path.join(workdir, name), mode)
-  out.update(run_stages(config, workdir, mode))
+    out[name] = run_stages(sub, os.path.join(workdir, name), mode, allow_config_change)
+  out.update(run_stages(config, workdir, mode, allow_config_change))
   return out
 
 
-def run_stages(config, workdir: str, mode: str) -> dict:
+def run_stages(config, workdir: str, mode: str, allow_config_change: bool = False) -> dict:
   """Writes `workdir/config.json`, runs the config's stages in order; returns
   {stage: metrics} (also written to `workdir/results.json`; the wall time of
   loading the data and of each stage goes to `workdir/timings.json`)."""
@@ -52,7 +52,7 @@ def run_stages(config, workdir: str, mode: str) -> dict:
     atomic_io.write_text(os.path.join(workdir, "config.json"),
                          config.to_json_best_effort(indent=2, sort_keys=True))
   out = {}
-  ctx = Context(config=config, workdir=workdir, mode=mode)
+  ctx = Context(config=config, workdir=workdir, mode=mode, allow_config_change=allow_config_change)
   stages = tuple(config.stages)
   timings = {"data": _timed_data(ctx)}
   bar = tqdm(stages, desc="stages", unit="stage", disable=len(stages) < 2 or not lead)

@@ -1,6 +1,7 @@
 """End-to-end behaviour of the contrastive stage on the tiny config (CPU)."""
 
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -83,6 +84,19 @@ def test_interrupted_run_resumes_to_identical_parameters(finished_run, tmp_path,
   assert logged == sorted(set(logged)) and logged[-1] == 6
   assert logged == [r["step"] for r in map(json.loads, open(ref_dir / "metrics.jsonl"))
                     if r["stage"] == "contrastive" and "loss" in r]
+
+
+def test_resuming_with_changed_training_fields_is_refused_naming_them(finished_run, tmp_path):
+  ref_dir, _ = finished_run
+  shutil.copytree(ref_dir / "checkpoints", tmp_path / "checkpoints")
+  c = tiny_config()
+  c.contrastive.steps = 8  # longer, and another learning rate: not the run it resumes
+  c.contrastive.optimizer.lr = 1e-3
+  with pytest.raises(checkpoint.TrainingChanged) as e:
+    runner.run(c, str(tmp_path))
+  assert "config.contrastive.steps: checkpoint has 6, config has 8" in str(e.value)
+  assert "config.contrastive.optimizer.lr" in str(e.value) and "--allow_config_change" in str(e.value)
+  assert checkpoint.TrainingChanged.__mro__[1] is checkpoint.CheckpointMismatch  # exit 2
 
 
 def test_eval_mode_reproduces_saved_probe_metrics(finished_run):

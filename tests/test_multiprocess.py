@@ -24,10 +24,10 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(workdir, steps: int, processes: int, stages=STAGES):
+def _launch(workdir, steps: int, processes: int, stages=STAGES, *extra):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   args = [sys.executable, "launch.py", f"--workdir={workdir}", *ARGS,
-          f"--config.stages={stages}", f"--config.contrastive.steps={steps}"]
+          f"--config.stages={stages}", f"--config.contrastive.steps={steps}", *extra]
   if processes == 1:
     procs = [subprocess.Popen(args + ["--cpu_devices=2"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
@@ -82,8 +82,9 @@ def test_two_processes_match_one_and_resume(tmp_path):
     assert np.abs(x - y).max() <= 2 * lr * steps * (1 + 1e-6)
   for stage in ("contrastive", "temporal", "behaviour"):
     assert (two / "report" / f"{stage}.json").exists()
-  # Restarted with a longer contrastive stage, both processes resume from step 2.
-  outs = _launch(two, steps=4, processes=2, stages="('contrastive',)")
+  # Restarted with a longer contrastive stage (a change it must be told is
+  # intended), both processes resume from step 2.
+  outs = _launch(two, steps=4, processes=2, stages="('contrastive',)", "--allow_config_change")
   assert _params(two)[0] == 4
   assert sorted(_losses(two)) == [1, 2, 3, 4]  # steps 1-2 from the first run, 3-4 resumed
 

@@ -17,6 +17,8 @@ class Context:
   config: object
   workdir: str
   mode: str = "train"  # train | eval
+  # Resume a stage even when its training fields differ from its checkpoint's.
+  allow_config_change: bool = False
   # Results of the stages that ran in this process, by stage name.
   results: dict = dataclasses.field(default_factory=dict)
 

@@ -25,6 +25,10 @@ class CheckpointMismatch(ValueError):
   """A checkpoint that does not fit the config it is restored into."""
 
 
+class TrainingChanged(CheckpointMismatch):
+  """A resume whose training fields (batch size, lr, length, seeds, ...) differ from the checkpoint's."""
+
+
 class MissingCheckpoint(FileNotFoundError):
   """A stage was asked to restore a checkpoint it never saved; says how to train it."""
 
@@ -110,6 +114,22 @@ class StageCheckpoints:
       logging.warning("checkpoint %s was trained on data with fingerprint %s; the data now has %s",
                       self.directory, meta.get("data_fingerprint"), fp)
     return meta
+
+  def check_training(self, training: dict) -> None:
+    """Refuses to resume with other training fields than the latest checkpoint's
+    (the resumed run would be neither the old run nor the new one)."""
+    step = self._step(None)
+    saved = self.read_meta(step).get("training")
+    if saved is None:  # a checkpoint from before these fields were saved
+      return
+    diffs = []
+    for section in sorted(set(saved) | set(training)):
+      diffs += config_diff(saved.get(section, {}), training.get(section, {}), f"config.{section}")
+    if diffs:
+      raise TrainingChanged(
+          f"checkpoint {self.directory} (step {step}) was trained with other settings than the "
+          "config now gives:\n  " + "\n  ".join(diffs) + "\nResuming would mix the two. Use "
+          "a new --workdir, or pass --allow_config_change to resume with the new values.")
 
   def restore_state(self, target_state, expected_meta: dict):
     """The latest train state, restored into the structure of `target_state`."""

@@ -16,6 +16,7 @@ state at all.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -86,6 +87,21 @@ def inference_variables(state) -> dict:
   return {"params": params, "batch_stats": state.batch_stats}
 
 
+# Stage fields that do not change the training trajectory (evaluation, logging, I/O).
+NOT_TRAINING = {"log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "knn_k",
+                "knn_temperature", "pixel_baseline", "horizons", "num_samples", "sample_temperature",
+                "tune_images", "pavpu_alpha", "pavpu_threshold", "eval_batch_size"}
+
+
+def training_fields(config, stage: str) -> dict:
+  """What decides a stage's training trajectory: its section's training fields
+  and the data order's seed, as JSON values. Saved with every checkpoint; a
+  resume compares them (`StageCheckpoints.check_training`)."""
+  section = json.loads(config[stage].to_json_best_effort())
+  return {stage: {k: v for k, v in section.items() if k not in NOT_TRAINING},
+          "data": {"shuffle_seed": config.data.shuffle_seed}}
+
+
 def expected_meta(ctx, spec: ModelSpec) -> dict:
   """Complete metadata: data, classes, image format, model config, input shapes."""
   data = ctx.data
@@ -101,6 +117,7 @@ def expected_meta(ctx, spec: ModelSpec) -> dict:
       "input_shapes": [[list(s), d] for s, d in spec.input_shapes],
       "data_source": data.source,
       "data_fingerprint": data.fingerprint,
+      "training": training_fields(ctx.config, spec.name),
   }
   if data.label_map:
     meta["label_map"] = data.label_map  # raw names -> these class names, for later prediction
@@ -156,6 +173,8 @@ def train_stage(ctx, spec: ModelSpec, train: TrainSpec) -> Trained:
     # arrays then land on every device of every process (no cross-host copy).
     state = dp.replicate(state)
     if not fresh:
+      if not ctx.allow_config_change:
+        ckpt.check_training(meta["training"])
       state = ckpt.restore_state(state, meta)
       metrics_lib.truncate(ctx.workdir, spec.name, int(jax.device_get(state.step)))
     if int(jax.device_get(state.step)) < total:
