@@ -288,7 +288,7 @@ class CardModel:
 
   def face_outputs(self, faces: np.ndarray) -> dict:
     """Per-face: mean sampled probabilities, vote share, paired t-test p-value,
-    certainty (t-test and threshold rules), f_phi's own probabilities."""
+    certainty (t-test and threshold rules), f_phi's own probabilities and features."""
     h, logits = self.infer(faces)
     y_hat = np.asarray(jax.nn.softmax(logits, -1), np.float32)
     self.calls += 1
@@ -302,7 +302,7 @@ class CardModel:
     return {"probs": mean, "vote": s["vote"], "vote_share": share, "p_value": s["p_value"],
             "certain_ttest": s["certain_ttest"],
             "certain_threshold": uncertainty.threshold_certain(mean, self.threshold),
-            "classifier_probs": y_hat}
+            "classifier_probs": y_hat, "embedding": np.asarray(h, np.float32)}
 
   def track_outputs(self, per_face: dict) -> dict:
     return {}
