@@ -24,7 +24,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(workdir, steps: int, processes: int, stages=STAGES, *extra):
+def _launch(workdir, steps: int, processes: int, stages=STAGES, extra=()):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   args = [sys.executable, "launch.py", f"--workdir={workdir}", *ARGS,
           f"--config.stages={stages}", f"--config.contrastive.steps={steps}", *extra]
@@ -84,7 +84,8 @@ def test_two_processes_match_one_and_resume(tmp_path):
     assert (two / "report" / f"{stage}.json").exists()
   # Restarted with a longer contrastive stage (a change it must be told is
   # intended), both processes resume from step 2.
-  outs = _launch(two, steps=4, processes=2, stages="('contrastive',)", "--allow_config_change")
+  outs = _launch(two, steps=4, processes=2, stages="('contrastive',)",
+                 extra=("--allow_config_change",))
   assert _params(two)[0] == 4
   assert sorted(_losses(two)) == [1, 2, 3, 4]  # steps 1-2 from the first run, 3-4 resumed
 
