@@ -72,12 +72,17 @@ def read_file(path: str) -> bytes:
     raise BadItem(f"cannot read file ({e.strerror or e})") from None
 
 
-def square(image: np.ndarray) -> np.ndarray:
-  """Centre crop to a square, so resizing never distorts a face."""
-  h, w = image.shape[:2]
+def square_box(h: int, w: int) -> tuple[int, int, int, int]:
+  """(top, left, bottom, right) of the centred square of an h x w image."""
   s = min(h, w)
   top, left = (h - s) // 2, (w - s) // 2
-  return image[top:top + s, left:left + s]
+  return top, left, top + s, left + s
+
+
+def square(image: np.ndarray) -> np.ndarray:
+  """Centre crop to a square, so resizing never distorts a face."""
+  top, left, bottom, right = square_box(*image.shape[:2])
+  return image[top:bottom, left:right]
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -99,8 +99,8 @@ class Predictor:
     model = run_model.load(workdir, int(s.batch_size),
                            horizons=tuple(s.horizons) if s.forecast else None,
                            num_samples=int(s.card_samples), seed=int(s.seed))
-    config = run_model.load_config(workdir)
-    margin = float(s.face_margin) if float(s.face_margin) >= 0 else float(config.data.face_margin)
+    run_margin = float(model.ctx.config.data.face_margin)
+    margin = float(s.face_margin) if float(s.face_margin) >= 0 else run_margin
     return cls(model, s, workdir, margin)
 
   # -- host side: detect and crop -------------------------------------------------
@@ -115,9 +115,7 @@ class Predictor:
     if self.settings.face == "haar":
       boxes = self._cropper().boxes(image, int(self.settings.max_faces))
     else:
-      h, w = image.shape[:2]
-      s = min(h, w)
-      boxes = [((h - s) // 2, (w - s) // 2, (h - s) // 2 + s, (w - s) // 2 + s)]
+      boxes = [decode.square_box(*image.shape[:2])]
     crops = [decode.model_input(image[t:b, l:r], self.size, self.channels) for t, l, b, r in boxes]
     return boxes, crops, time.perf_counter() - start
 
