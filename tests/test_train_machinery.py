@@ -43,6 +43,18 @@ def test_warmup_cosine_schedule_and_steps():
   assert optim.resolve_steps(c, 100, 16) == (18, 6)
   c.steps = 7
   assert optim.resolve_steps(c, 100, 16) == (7, 6)
+  # quick bounds an epochs-given length: a 1,000-image set trains as many steps
+  # as the synthetic set's minimum, a huge one at most 5x that; `steps` wins.
+  q = sedl.get_config("quick").contrastive
+  assert (q.min_steps, q.max_steps) == (200, 1000)
+  assert optim.resolve_steps(q, 1000, 128) == (200, 7)
+  assert optim.resolve_steps(q, 4400, 128) == (204, 34)
+  assert optim.resolve_steps(q, 290_000, 128) == (1000, 2265)
+  assert "raised to min_steps=200" in optim.describe_length(q, 1000, 128)
+  q.epochs = 0  # no training (a stage that only takes a pretrained model)
+  assert optim.resolve_steps(q, 1000, 128)[0] == 0
+  q.steps = 50
+  assert optim.resolve_steps(q, 290_000, 128) == (50, 2265)
 
 
 def _toy(tmp_path, nan_at=None):

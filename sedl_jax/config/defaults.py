@@ -31,6 +31,10 @@ def data(variant: str) -> ml_collections.ConfigDict:
   # Prepared (decoded, cropped, resized) data is cached here, keyed by content;
   # unset: $SEDL_JAX_CACHE or ~/.cache/sedl_jax/prepared.
   d.cache_dir = config_dict.placeholder(str)
+  # Extra unlabelled faces for the self-supervised stages only, as 'LAYOUT:PATH'
+  # strings (faces | image_folder | named_folder | sequence_folder | fer2013 |
+  # manifest; a bare path is 'faces': every image and video under it).
+  d.unlabelled = ()
   d.label_map = ""  # extra synonyms "raw=canonical,...", e.g. "joy=happy,pain=sad"
   d.extra_classes = ""  # classes beyond the canonical 8, e.g. "pain,boredom"
   # File names carrying ids (named_folder); the default is CK+'s S010_004_00000017.png.
@@ -136,6 +140,10 @@ def train_loop(variant: str, *, epochs_paper: int, batch: int) -> ml_collections
   t.batch_size = {"tiny": 16, "quick": 128, "paper": batch}[variant]  # global batch
   t.epochs = {"tiny": 2, "quick": 15, "paper": epochs_paper}[variant]
   t.steps = 0  # > 0 overrides epochs
+  # Bounds on an epochs-given length, so a small dataset still trains enough
+  # steps and a large one does not run for hours (0 = no bound; `steps` ignores them).
+  t.min_steps = 0
+  t.max_steps = 0
   t.log_every_steps = {"tiny": 2, "quick": 20, "paper": 100}[variant]
   t.checkpoint_every_steps = {"tiny": 4, "quick": 200, "paper": 1000}[variant]
   t.keep_checkpoints = 2
@@ -143,10 +151,18 @@ def train_loop(variant: str, *, epochs_paper: int, batch: int) -> ml_collections
   return t
 
 
+def bound_steps(t, variant: str, quick_min: int) -> None:
+  """quick: at least `quick_min` steps (what the synthetic set trains), at most 5x that;
+  tiny and paper: the epochs as given."""
+  if variant == "quick":
+    t.min_steps, t.max_steps = quick_min, 5 * quick_min
+
+
 def contrastive(variant: str) -> ml_collections.ConfigDict:
   c = train_loop(variant, epochs_paper=120, batch=256)
   # quick: ~4400 faces (images + frames), 6 epochs ~ 200 steps, about 2 minutes on 2 cores
   c.epochs = {"tiny": 2, "quick": 6, "paper": 120}[variant]
+  bound_steps(c, variant, 200)
   # paper: 0.7 and Adam 5e-4. Short CPU runs with small batches learn expression much
   # better with hard negatives weighted up (0.05) and a larger step (measured, README).
   c.temperature = {"tiny": 0.2, "quick": 0.05, "paper": 0.7}[variant]
@@ -160,6 +176,9 @@ def contrastive(variant: str) -> ml_collections.ConfigDict:
 def _probe_fields(c) -> None:
   """Fields every self-supervised pretraining stage shares."""
   c.use_sequence_frames = True  # pretrain on train-split video frames too (unlabelled)
+  # A run's workdir (or its checkpoints/contrastive|barlow) whose encoder starts
+  # this stage; with epochs=0 the stage takes it as it is. "" = a fresh encoder.
+  c.init_from = ""
   c.knn_k = 20
   c.knn_temperature = 0.07
   c.pixel_baseline = True  # also fit the linear probe on raw pixels, for reference
@@ -170,6 +189,7 @@ def temporal(variant: str) -> ml_collections.ConfigDict:
   t.batch_size = {"tiny": 4, "quick": 32, "paper": 64}[variant]
   # quick has ~120 train sequences (4 steps an epoch): more epochs, same few seconds
   t.epochs = {"tiny": 2, "quick": 100, "paper": 40}[variant]
+  bound_steps(t, variant, 300)
   t.optimizer = optimizer("adam", 5e-4)
   t.layers = {"tiny": 1, "quick": 2, "paper": 4}[variant]
   t.heads = {"tiny": 2, "quick": 4, "paper": 8}[variant]
@@ -187,6 +207,7 @@ def behaviour(variant: str) -> ml_collections.ConfigDict:
   b = train_loop(variant, epochs_paper=40, batch=64)
   b.batch_size = {"tiny": 8, "quick": 64, "paper": 64}[variant]
   b.epochs = {"tiny": 2, "quick": 300, "paper": 40}[variant]  # quick: 1-2 steps an epoch
+  bound_steps(b, variant, 300)
   b.optimizer = optimizer("adam", 1e-3)
   b.features = "static+temporal"  # static | temporal | static+temporal
   b.hidden = {"tiny": 32, "quick": 128, "paper": 256}[variant]
@@ -208,6 +229,7 @@ def sedl_report(variant: str) -> ml_collections.ConfigDict:
 def barlow(variant: str) -> ml_collections.ConfigDict:
   b = train_loop(variant, epochs_paper=100, batch=256)
   b.epochs = {"tiny": 2, "quick": 6, "paper": 100}[variant]
+  bound_steps(b, variant, 200)
   b.projector = {"tiny": (32, 32), "quick": (256, 256, 256), "paper": (8192, 8192, 8192)}[variant]
   b.lambd = 0.0051
   b.optimizer = optimizer("lars", 0.2, weight_decay=1.5e-6,
@@ -227,6 +249,7 @@ def classifier(variant: str, *, init: str = "barlow") -> ml_collections.ConfigDi
   c = train_loop(variant, epochs_paper=50, batch=128)
   # quick trains on ~4400 faces (images + frames): 4 epochs ~ 140 steps, about a minute
   c.epochs = {"tiny": 2, "quick": 4, "paper": 50}[variant]
+  bound_steps(c, variant, 130)
   c.mode = "finetune"  # finetune | linear
   c.init = init  # scratch | contrastive | barlow: where the encoder weights start
   c.optimizer = optimizer("adam", 1e-3, weight_decay=1e-5)
@@ -241,6 +264,7 @@ def supervised_cnn(variant: str) -> ml_collections.ConfigDict:
   """SEDL Table 1's supervised CNN: the same encoder, from scratch, with labels."""
   c = classifier(variant, init="scratch")
   c.epochs = {"tiny": 1, "quick": 6, "paper": 50}[variant]
+  bound_steps(c, variant, 200)
   return c
 
 
@@ -248,6 +272,7 @@ def card(variant: str) -> ml_collections.ConfigDict:
   c = train_loop(variant, epochs_paper=200, batch=256)
   # quick: ~6 steps an epoch on cached features; each step takes milliseconds
   c.epochs = {"tiny": 2, "quick": 300, "paper": 200}[variant]
+  bound_steps(c, variant, 3000)
   c.timesteps = {"tiny": 50, "quick": 1000, "paper": 1000}[variant]
   c.beta_start = 1e-4
   c.beta_end = 0.02

@@ -163,6 +163,12 @@ def _check_data(config) -> None:
       raise ConfigError(f"config.data.{field}={d[field]!r}: expected one of {allowed}")
   if d.name != "synthetic":
     _check_real_data(config, d)
+  if d.get("unlabelled"):
+    from sedl_jax.data import unlabelled
+    try:
+      unlabelled.check(d.unlabelled)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   if d.channels not in (1, 3):
     raise ConfigError(f"config.data.channels={d.channels!r}: must be 1 (grey) or 3 (RGB)")
 
@@ -191,8 +197,15 @@ def _check_trained_stage(config, s: str, num_devices: int, process_count: int) -
   if batch % process_count:
     raise ConfigError(f"config.{s}.batch_size={batch} is not divisible by {process_count} processes")
   st = config[s]
-  if st.epochs < 0 or st.steps < 0 or (st.epochs == 0 and st.steps == 0):
-    raise ConfigError(f"config.{s}.epochs={st.epochs}, steps={st.steps}: one must be positive")
+  init_from = st.get("init_from", "")
+  if init_from:
+    _check_init_from(config, s)
+  if st.epochs < 0 or st.steps < 0 or (st.epochs == 0 and st.steps == 0 and not init_from):
+    raise ConfigError(f"config.{s}.epochs={st.epochs}, steps={st.steps}: one must be positive "
+                      "(0 and 0 only with init_from: the pretrained encoder as it is)")
+  low, high = st.get("min_steps", 0), st.get("max_steps", 0)
+  if high and low > high:
+    raise ConfigError(f"config.{s}.min_steps={low} is above config.{s}.max_steps={high}")
   _positive_number(config, f"{s}.optimizer.lr")
   for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
     _positive_int(config, f"{s}.{field}")
@@ -203,6 +216,18 @@ def _check_trained_stage(config, s: str, num_devices: int, process_count: int) -
     _positive_int(config, "card.eval_batch_size")
     if _positive_int(config, "card.timesteps") < 2:
       raise ConfigError(f"config.card.timesteps={st.timesteps}: must be >= 2")
+
+
+def _check_init_from(config, s: str) -> None:
+  """The pretrained encoder exists and fits, before anything compiles."""
+  from sedl_jax.stages import encoder_init  # it reads checkpoints: loaded only when asked
+  from sedl_jax.train.checkpoint import StageCheckpoints
+  workdir, source = encoder_init.locate(config[s].init_from, s)
+  with StageCheckpoints(workdir, source) as ckpt:
+    meta = ckpt.read_meta()
+    size, channels = int(config.data.image_size), int(config.data.channels)
+    encoder_init.check_meta(meta, config, (size, size, channels),
+                            f"config.{s}.init_from={config[s].init_from!r} ({ckpt.directory})")
 
 
 def validate(config, *, known_stages, num_devices: int, process_count: int = 1) -> None:

@@ -28,7 +28,7 @@ class DataError(ValueError):
   """Nothing usable is left, or a split is empty; the message says what to fix."""
 
 
-def _prepare_once(sc, data_cfg):
+def prepare_once(sc, data_cfg):
   """Process 0 prepares the cache; the others wait for it, then read it."""
   import jax
   if jax.process_count() > 1:
@@ -155,7 +155,7 @@ def _check_usable(report, split_idx, class_names, method, data_cfg, workdir) -> 
 
 def load(data_cfg, workdir: str | None = None) -> FaceData:
   name = data_cfg.name
-  a, prep_report, key = _prepare_once(SCANNERS[name](data_cfg), data_cfg)
+  a, prep_report, key = prepare_once(SCANNERS[name](data_cfg), data_cfg)
   report = dict(prep_report)
   if not a:
     raise DataError(f"{data_cfg.path}: no usable images ({report['skipped_total']} items "
@@ -186,7 +186,8 @@ def load(data_cfg, workdir: str | None = None) -> FaceData:
   return FaceData(source=name, class_names=class_names, images=images, sequences=seqs,
                   trait_names=tuple(report["trait_names"]) if seqs and seqs["train"].traits
                   is not None else (), fingerprint=fp, frames_in_images=seqs is not None,
-                  label_map=label_map.to_dict())
+                  label_map=label_map.to_dict(),
+                  raw_hashes={s: set(a["content_hash"][i]) for s, i in split_idx.items()})
 
 
 def _write_report(report: dict, workdir: str | None) -> None:

@@ -204,6 +204,30 @@ def _sequence_labels(root: str) -> dict:
   return out
 
 
+def faces(path: str) -> Scan:
+  """Unlabelled faces: every image and video under a folder (any depth), or one
+  video or image file. Each video is one sequence (its frames, by
+  data.video_stride / video_fps / video_max_frames)."""
+  if os.path.isfile(path):
+    root, paths = os.path.dirname(os.path.abspath(path)), [os.path.abspath(path)]
+  elif os.path.isdir(path):
+    root, paths = path, list(_walk(path))
+  else:
+    raise ValueError(f"{path!r}: no such file or folder")
+  items, skipped, files = [], [], []
+  for full in paths:
+    key, ext = _rel(full, root), _ext(full)
+    if ext in VIDEO_EXTENSIONS:
+      items.append(Item(key=key, kind="video", path=full, sequence=key))
+    elif ext in IMAGE_EXTENSIONS:
+      items.append(Item(key=key, kind="file", path=full))
+    else:
+      skipped.append((key, f"not an image or video file ({ext or 'no extension'})"))
+      continue
+    files.append(full)
+  return Scan(items, skipped, files)
+
+
 def sequence_folder(root: str) -> Scan:
   """ROOT/<subject>/<sequence>/<frames> and ROOT/<subject>/<video file>;
   labelled by ROOT/labels.csv (per sequence, or per frame) when present."""

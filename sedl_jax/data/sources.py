@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from sedl_jax.data import real, synthetic
+from sedl_jax.data import real, synthetic, unlabelled
 from sedl_jax.data.types import FaceData
 
 DATASETS: dict[str, Callable[..., FaceData]] = {
@@ -16,8 +16,12 @@ NEEDS_PATH: frozenset[str] = frozenset(real.SCANNERS)
 
 
 def load_dataset(data_cfg, workdir: str | None = None) -> FaceData:
-  """The dataset `config.data` names; real sources write `workdir/data_report.json`."""
+  """The dataset `config.data` names, with `config.data.unlabelled` attached;
+  real sources (and unlabelled ones) write `workdir/data_report.json`."""
   name = data_cfg.name
   if name not in DATASETS:
     raise ValueError(f"config.data.name={name!r}: unknown dataset (known: {sorted(DATASETS)})")
-  return DATASETS[name](data_cfg, workdir=workdir)
+  data = DATASETS[name](data_cfg, workdir=workdir)
+  if data_cfg.get("unlabelled"):
+    data = unlabelled.attach(data, data_cfg, workdir)
+  return data

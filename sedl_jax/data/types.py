@@ -60,6 +60,11 @@ class FaceData:
   frames_in_images: bool = False
   # Real sources: how raw label names were mapped to `class_names`.
   label_map: dict | None = None
+  # Extra unlabelled faces uint8 [U, H, W, C] (`config.data.unlabelled`), for the
+  # self-supervised stages only.
+  unlabelled: np.ndarray | None = None
+  # Real sources: split -> hashes of the source bytes of its items.
+  raw_hashes: dict | None = None
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -72,16 +77,20 @@ class FaceData:
                 and len(self.sequences[split]))
 
   def faces(self, split: str, *, use_sequence_frames: bool = True,
-            frame_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
+            frame_labels: bool = True, unlabelled: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(images [N, H, W, C], labels [N]): the split's static images plus its
     sequence frames (see `adds_frames`), the frames' labels kept or set to -1
-    (self-supervised stages pretrain on them as unlabelled video)."""
+    (self-supervised stages pretrain on them as unlabelled video), plus, for
+    the train split when asked, the extra unlabelled faces (label -1)."""
     images, labels = [self.images[split].images], [self.images[split].labels]
     if self.adds_frames(split, use_sequence_frames):
       seq = self.sequences[split]
       images.append(seq.frames.reshape(-1, *seq.frames.shape[2:]))
       labels.append(seq.labels.reshape(-1) if frame_labels else
                     np.full(images[-1].shape[0], -1, np.int32))
+    if unlabelled and split == "train" and self.unlabelled is not None and len(self.unlabelled):
+      images.append(self.unlabelled)
+      labels.append(np.full(len(self.unlabelled), -1, np.int32))
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
 
   def labelled_faces(self, split: str, use_sequence_frames: bool = True):

@@ -32,6 +32,7 @@ from sedl_jax.losses.ntxent import nt_xent
 from sedl_jax.models import heads
 from sedl_jax.models import registry as models
 from sedl_jax.results import StageResult
+from sedl_jax.stages import encoder_init
 from sedl_jax.train import stage as stage_lib
 
 STAGE = "contrastive"
@@ -147,7 +148,7 @@ def restore(ctx, stage: str = STAGE) -> stage_lib.Trained:
 def _train_spec(ctx, stage: str, spec: stage_lib.ModelSpec) -> stage_lib.TrainSpec:
   sc, data = ctx.config[stage], ctx.data
   images, labels = data.faces("train", use_sequence_frames=sc.use_sequence_frames,
-                              frame_labels=False)
+                              frame_labels=False, unlabelled=True)
   val = data.images["val"]
   probe_logits = features.image_model(spec.model, ctx.dp, sc.batch_size, select=lambda out: out[2])
 
@@ -158,10 +159,14 @@ def _train_spec(ctx, stage: str, spec: stage_lib.ModelSpec) -> stage_lib.TrainSp
     logits = probe_logits({"params": state.params, "batch_stats": state.batch_stats}, val.images)
     return {"online_probe_val_acc": float((logits.argmax(-1) == val.labels)[labelled].mean())}
 
+  init_variables = init_meta = None
+  if sc.get("init_from"):
+    encoder, init_meta = encoder_init.load(ctx.config, stage, data.image_shape)
+    init_variables = encoder_init.replace_encoder(encoder)
   return stage_lib.TrainSpec(
       loss_fn=make_loss_fn(spec.model, ctx.config, data.image_shape[0], stage),
       data={"image": images, "label": labels}, views_per_example=2,
-      on_epoch_end=online_probe,
+      on_epoch_end=online_probe, init_variables=init_variables, init_meta=init_meta,
       lr_scale=sc.batch_size / 256 if sc.get("lr_batch_scaling", False) else 1.0)
 
 

@@ -59,8 +59,29 @@ def make_optimizer(opt_cfg, total_steps: int, steps_per_epoch: int, lr_scale: fl
 
 
 def resolve_steps(stage_cfg, num_examples: int, global_batch: int) -> tuple[int, int]:
-  """(total_steps, steps_per_epoch): `steps` when > 0, else epochs x steps per epoch."""
+  """(total_steps, steps_per_epoch): `steps` when > 0, else epochs x steps per
+  epoch, raised to `min_steps` and lowered to `max_steps` (each when > 0)."""
   steps_per_epoch = max(1, num_examples // global_batch)
   if stage_cfg.steps > 0:
     return int(stage_cfg.steps), steps_per_epoch
-  return int(stage_cfg.epochs * steps_per_epoch), steps_per_epoch
+  total = int(stage_cfg.epochs * steps_per_epoch)
+  if total > 0:  # epochs=0 means no training (a stage that only takes a pretrained model)
+    low, high = int(stage_cfg.get("min_steps", 0)), int(stage_cfg.get("max_steps", 0))
+    total = max(total, low)
+    total = min(total, high) if high > 0 else total
+  return total, steps_per_epoch
+
+
+def describe_length(stage_cfg, num_examples: int, global_batch: int) -> str:
+  """How the stage length was chosen, in words (printed at the start of a stage)."""
+  total, per_epoch = resolve_steps(stage_cfg, num_examples, global_batch)
+  if stage_cfg.steps > 0:
+    return f"{total} steps (steps={stage_cfg.steps})"
+  given = int(stage_cfg.epochs * per_epoch)
+  text = (f"{total} steps = {total / per_epoch:.3g} epochs of {num_examples} examples "
+          f"at batch {global_batch}")
+  if total > given:
+    text += f" (epochs={stage_cfg.epochs} gives {given}; raised to min_steps={total})"
+  elif total < given:
+    text += f" (epochs={stage_cfg.epochs} gives {given}; lowered to max_steps={total})"
+  return text

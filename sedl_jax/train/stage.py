@@ -60,6 +60,7 @@ class TrainSpec:
   init_variables: Callable[[dict], dict] | None = None
   on_epoch_end: Callable[[Any, int], dict] | None = None  # (state, epoch) -> scalars
   lr_scale: float = 1.0
+  init_meta: dict | None = None  # where `init_variables` came from, saved in the metadata
 
 
 @dataclasses.dataclass
@@ -163,8 +164,12 @@ def train_stage(ctx, spec: ModelSpec, train: TrainSpec) -> Trained:
   n = len(next(iter(train.data.values())))
   batch = fit_batch(cfg.batch_size, n, dp.num_devices, spec.name)
   total, per_epoch = optim.resolve_steps(cfg, n, batch)
+  if jax.process_index() == 0:
+    print(f"[{spec.name}] length: {optim.describe_length(cfg, n, batch)}", flush=True)
   tx, schedule = optim.make_optimizer(cfg.optimizer, total, per_epoch, train.lr_scale)
   meta = expected_meta(ctx, spec)
+  if train.init_meta:
+    meta["init_from"] = train.init_meta
   with StageCheckpoints(ctx.workdir, spec.name, keep=cfg.keep_checkpoints) as ckpt:
     fresh = ckpt.latest_step() is None
     state = initial_state(spec, tx, cfg.seed, train.init_variables if fresh else None,
@@ -179,6 +184,9 @@ def train_stage(ctx, spec: ModelSpec, train: TrainSpec) -> Trained:
       metrics_lib.truncate(ctx.workdir, spec.name, int(jax.device_get(state.step)))
     if int(jax.device_get(state.step)) < total:
       state = _run_loop(ctx, spec, train, state, (tx, schedule), batch, total, per_epoch, ckpt, meta)
+    elif fresh and train.init_variables is not None:
+      # 0 steps from a pretrained start: the start itself is the stage's model.
+      ckpt.save(0, state, inference_variables(state), meta)
     elif fresh:
       raise ValueError(f"stage {spec.name!r}: 0 training steps")
   step = int(jax.device_get(state.step))
