@@ -74,7 +74,14 @@ def test_report_table_holds_accuracy_and_pavpu_for_three_rows(card_run):
     card = json.load(open(workdir / name / "report" / "card.json"))
     assert row["accuracy"] == card["accuracy"] and row["pavpu_ttest"] == card["pavpu_ttest"]
     assert 0 <= row["pavpu_ttest"] <= 1 and 0 <= row["pavpu_threshold"] <= 1
-    assert f"| {100 * row['accuracy']:.1f} | {100 * row['pavpu_ttest']:.1f} |" in md
+    pct = lambda v, ci: f"{100 * v:.1f} ({100 * ci[0]:.1f}-{100 * ci[1]:.1f})"
+    assert row["accuracy_ci95"][0] <= row["accuracy"] <= row["accuracy_ci95"][1]
+    assert (f"| {pct(row['accuracy'], row['accuracy_ci95'])} | "
+            f"{pct(row['pavpu_ttest'], row['pavpu_ttest_ci95'])} |") in md
+  # The proposed row against each ablation row, tested on the same test images.
+  for other in ("r18_cbam", "r18"):
+    c = metrics["comparisons"][f"proposed_vs_{other}"]
+    assert c["verdict"] in md and c["significant"] == (c["p_value"] < 0.05)
   for name in ("reliability.png", "card_confusion.png", "certain_vs_uncertain.png", "report.html"):
     assert (workdir / "report" / name).stat().st_size > 1000
   card = json.load(open(workdir / "proposed" / "report" / "card.json"))

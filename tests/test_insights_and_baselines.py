@@ -100,3 +100,55 @@ def test_report_doc_writes_md_and_self_contained_html(tmp_path):
   assert "| x<y | 0.123 |" in md and "| z | — |" in md and "![a figure](fig.png)" in md
   html = (tmp_path / "report.html").read_text()
   assert "x&lt;y" in html and "data:image/png;base64," in html and "fig.png" not in html
+
+
+def test_accuracy_interval_matches_the_binomial_normal_interval():
+  """Independent items: the percentile bootstrap ~ p +- 1.96 sqrt(p(1-p)/n).
+  Tolerance: the bootstrap's own Monte-Carlo error at B=2000 (a 2.5% quantile's
+  standard error is about 0.2 sigma) plus one item's step 1/n."""
+  from sedl_jax.evaluate import intervals
+  n, p = 400, 0.7
+  correct = np.arange(n) < int(p * n)
+  lo, hi = intervals.accuracy_interval(correct)
+  sigma = np.sqrt(p * (1 - p) / n)
+  tol = 0.25 * sigma + 1 / n
+  assert abs(lo - (p - 1.96 * sigma)) < tol and abs(hi - (p + 1.96 * sigma)) < tol
+
+
+def test_grouped_interval_is_the_interval_of_group_means():
+  """Equal-size groups: resampling groups is resampling their means (same draws
+  for the same number of groups and seed), and much wider than treating the 400
+  correlated items as independent."""
+  from sedl_jax.evaluate import intervals
+  rng = np.random.default_rng(0)
+  group_acc = rng.uniform(0.2, 1.0, size=10)
+  correct = (rng.uniform(size=(10, 40)) < group_acc[:, None]).astype(float)
+  groups = np.repeat(np.arange(10), 40)
+  grouped = intervals.accuracy_interval(correct.ravel(), groups)
+  np.testing.assert_allclose(grouped, intervals.accuracy_interval(correct.mean(1)), atol=1e-12)
+  flat = intervals.accuracy_interval(correct.ravel())
+  assert grouped[1] - grouped[0] > 2 * (flat[1] - flat[0])
+
+
+def test_paired_comparison_says_when_a_difference_is_not_significant():
+  from sedl_jax.evaluate import intervals
+  rng = np.random.default_rng(1)
+  a = rng.uniform(size=400) < 0.6
+  same = intervals.compare(a, a)
+  assert same["p_value"] == 1.0 and not same["significant"]
+  assert "not significant" in intervals.verdict("A", "B", same)
+  # 40 items A gets right and B wrong, 4 the other way: McNemar's exact test.
+  b = a.copy()
+  flip_down, flip_up = np.flatnonzero(a)[:40], np.flatnonzero(~a)[:4]
+  b[flip_down], b[flip_up] = False, True
+  r = intervals.compare(a, b)
+  assert r["test"] == "McNemar exact" and r["discordant"] == [40, 4]
+  from scipy import stats
+  assert r["p_value"] == stats.binomtest(40, 44, 0.5).pvalue < 0.05
+  assert r["difference"] == (40 - 4) / 400 and r["significant"]
+  assert "A is better" in intervals.verdict("A", "B", r)
+  # The same items in 10 subjects whose differences cancel out: not significant.
+  groups = np.repeat(np.arange(10), 40)
+  d = np.where(np.arange(10) % 2 == 0, 1.0, -1.0)
+  cancel = intervals.compare(np.repeat(d > 0, 40), np.repeat(d < 0, 40), groups)
+  assert cancel["test"].startswith("group bootstrap") and not cancel["significant"]

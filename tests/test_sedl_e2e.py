@@ -77,7 +77,9 @@ def test_report_numbers_equal_metrics_json(sedl_run):
   for key, label in labels.items():
     m = metrics["table1"][key]
     cells = rows[label]
-    assert cells[0] == f"{100 * m['accuracy']:.1f}", (key, cells)
+    lo, hi = m["accuracy_ci95"]
+    assert lo <= m["accuracy"] <= hi
+    assert cells[0] == f"{100 * m['accuracy']:.1f} ({100 * lo:.1f}-{100 * hi:.1f})", (key, cells)
     assert cells[1] == f"{m['precision_macro']:.3f}" and cells[2] == f"{m['f1_macro']:.3f}"
   assert rows["SEDL (static+temporal)"][3] == f"{metrics['table1_temporal_mse']:.3f}"
   assert rows["SEDL (static+temporal)"][4] == "86.4"  # the paper's column, labelled as such
@@ -85,6 +87,13 @@ def test_report_numbers_equal_metrics_json(sedl_run):
   assert rows["E(t+1)"] == [f"{h1['model']:.3f}", f"{h1['persistence']:.3f}", f"{h1['sequence_mean']:.3f}"]
   assert set(metrics["traits"]) == {"agitation", "distress", "engagement", "restlessness"}
   assert re.search(r"Transition rate: [0-9.]+ changes per frame", md)
+  # Headline pairs tested on the same frames, each with its verdict in the report.
+  assert set(metrics["comparisons"]) == {"sedl_vs_simclr_linear", "simclr_linear_vs_supervised_cnn",
+                                         "sedl_vs_supervised_cnn"}
+  for c in metrics["comparisons"].values():
+    assert c["verdict"] in md and 0 <= c["p_value"] <= 1
+    assert c["significant"] == (c["p_value"] < 0.05)
+    assert c["verdict"].endswith("not significant") != c["significant"]
 
 
 def test_behaviour_predictions_cover_every_test_frame(sedl_run):

@@ -108,6 +108,22 @@ class FaceData:
     return seq.frames.reshape(-1, *seq.frames.shape[2:]), seq.labels.reshape(-1)
 
 
+  def eval_groups(self, split: str, static: bool = False) -> np.ndarray:
+    """int [M]: the group of each `eval_set` item (of `images[split]` when
+    `static`) for confidence intervals: its subject; without one, its sequence;
+    a static image without a subject is its own group."""
+    if self.sequences is not None and not static:
+      seq = self.sequences[split]
+      s, t = seq.labels.shape
+      subjects = np.repeat(seq.subjects.astype(np.int64), t)
+      by_sequence = np.repeat(np.arange(s, dtype=np.int64), t)
+    else:
+      subjects = self.images[split].subjects.astype(np.int64)
+      by_sequence = np.arange(len(subjects), dtype=np.int64)
+    # Unknown subjects get ids above every known one.
+    return np.where(subjects >= 0, subjects, subjects.max(initial=0) + 1 + by_sequence)
+
+
 def fingerprint_arrays(*arrays: np.ndarray) -> str:
   """A short content hash, stored in checkpoints to catch a changed dataset."""
   h = hashlib.sha256()

@@ -7,7 +7,8 @@ from sklearn import metrics as skm
 
 
 def classification_metrics(y_true, y_pred, num_classes: int) -> dict:
-  """accuracy, macro precision / recall / F1 over all classes, confusion matrix."""
+  """accuracy, macro precision / recall / F1 over all classes, confusion matrix,
+  and the predictions themselves (reports compare methods item by item)."""
   labels = np.arange(num_classes)
   return {
       "accuracy": float(skm.accuracy_score(y_true, y_pred)),
@@ -18,6 +19,7 @@ def classification_metrics(y_true, y_pred, num_classes: int) -> dict:
       "f1_macro": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
       "confusion": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
       "num_examples": int(len(y_true)),
+      "predicted": np.asarray(y_pred).astype(int).ravel().tolist(),
   }
 
 

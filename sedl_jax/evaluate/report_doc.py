@@ -30,6 +30,9 @@ class ReportDoc:
   def para(self, text: str) -> None:
     self.blocks.append(("para", text))
 
+  def bullets(self, items) -> None:
+    self.blocks.append(("bullets", [str(i) for i in items]))
+
   def table(self, headers, rows) -> None:
     self.blocks.append(("table", list(headers), [[fmt(c) for c in r] for r in rows]))
 
@@ -47,6 +50,8 @@ class ReportDoc:
         out += ["#" * b[1] + " " + b[2], ""]
       elif kind == "para":
         out += [b[1], ""]
+      elif kind == "bullets":
+        out += [f"- {i}" for i in b[1]] + [""]
       elif kind == "table":
         out.append("| " + " | ".join(b[1]) + " |")
         out.append("|" + "---|" * len(b[1]))
@@ -73,6 +78,8 @@ class ReportDoc:
         out.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
       elif kind == "para":
         out.append(f"<p>{e(b[1])}</p>")
+      elif kind == "bullets":
+        out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in b[1]) + "</ul>")
       elif kind == "table":
         out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in b[1]) + "</tr>")
         out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b[2]]

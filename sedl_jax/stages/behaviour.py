@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from sedl_jax.data.types import SPLITS
-from sedl_jax.evaluate import classification
+from sedl_jax.evaluate import classification, intervals
 from sedl_jax.results import StageResult
 from sedl_jax.stages import temporal
 from sedl_jax.train import stage as stage_lib
@@ -190,8 +190,9 @@ def _evaluate(ctx, trained, x_test, features: str, has_traits: bool, note: str) 
   result = {
       "features": features,
       "step": trained.step,
-      "emotion": classification.classification_metrics(
+      "emotion": intervals.with_interval(classification.classification_metrics(
           test_y.ravel()[labelled], probs.argmax(-1).ravel()[labelled], len(data.class_names)),
+          test_y.ravel()[labelled], data.eval_groups("test")[labelled]),
       "unlabelled_left_out": int((~labelled).sum()),
       "traits": (trait_metrics(np.asarray(jax.nn.sigmoid(trait_logits)), test_traits,
                                data.trait_names)
@@ -199,7 +200,9 @@ def _evaluate(ctx, trained, x_test, features: str, has_traits: bool, note: str) 
                  "no trait labels in this dataset: trait heads were not trained"),
   }
   what = "test frames" if data.sequences is not None else "test images"
-  summary = (f"[behaviour] {what}: emotion acc={result['emotion']['accuracy']:.4f} "
+  emotion = result["emotion"]
+  summary = (f"[behaviour] {what}: emotion acc="
+             f"{intervals.percent(emotion['accuracy'], emotion['accuracy_ci95'])}% "
              f"F1={result['emotion']['f1_macro']:.4f} ({features})")
   return StageResult(result, arrays={"probs": probs, "labels": test_y, "subjects": test_subjects},
                      summary=f"{note}\n{summary}" if note else summary)

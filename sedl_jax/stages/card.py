@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sedl_jax.diffusion import card as diffusion
-from sedl_jax.evaluate import calibration, classification, features, uncertainty
+from sedl_jax.evaluate import calibration, classification, features, intervals, uncertainty
 from sedl_jax.models.card_net import NoiseNet
 from sedl_jax.results import StageResult
 from sedl_jax.stages import classifier
@@ -170,6 +170,9 @@ def evaluate(ctx, trained, feats) -> StageResult:
   summary = uncertainty.summarise_samples(probs, alpha=float(cfg.pavpu_alpha))
   pred, mean_p = summary["vote"], probs.mean(0)
   metrics = classification.classification_metrics(test_labels, pred, nc)
+  groups = data.eval_groups("test", static=True)[labelled]
+  intervals.with_interval(metrics, test_labels, groups)
+  f_phi_correct = yhat_te.argmax(-1) == test_labels
   metrics.update({
       "pavpu_ttest": uncertainty.pavpu(pred == test_labels, summary["certain_ttest"]),
       "pavpu_threshold": uncertainty.pavpu(
@@ -180,14 +183,18 @@ def evaluate(ctx, trained, feats) -> StageResult:
       "nll": calibration.nll(mean_p, test_labels),
       "sample_temperature": ts, "num_samples": int(cfg.num_samples),
       "timesteps": int(cfg.timesteps),
-      "classifier_accuracy": float((yhat_te.argmax(-1) == test_labels).mean()),
+      "classifier_accuracy": float(f_phi_correct.mean()),
+      "classifier_accuracy_ci95": intervals.accuracy_interval(f_phi_correct, groups),
+      # PAvPU is a mean over items too: (accurate & certain) or (inaccurate & uncertain).
+      "pavpu_ttest_ci95": intervals.accuracy_interval(
+          (pred == test_labels) == summary["certain_ttest"], groups),
       "unlabelled_left_out": int((~labelled).sum()),
       "step": trained.step,
   })
   arrays = {"mean_probs": mean_p, "vote": pred, "labels": test_labels,
             "certain": summary["certain_ttest"], "p_value": summary["p_value"],
-            "test_index": np.flatnonzero(labelled)}
+            "test_index": np.flatnonzero(labelled), "groups": groups}
   return StageResult(metrics, arrays=arrays, summary=(
-      f"[card] test: acc={metrics['accuracy']:.4f} PAvPU(t-test)={metrics['pavpu_ttest']:.4f} "
+      f"[card] test: acc={intervals.percent(metrics['accuracy'], metrics['accuracy_ci95'])}% PAvPU(t-test)={metrics['pavpu_ttest']:.4f} "
       f"PAvPU(threshold)={metrics['pavpu_threshold']:.4f} ECE={metrics['ece']:.3f} "
       f"(f_phi acc={metrics['classifier_accuracy']:.4f})"))

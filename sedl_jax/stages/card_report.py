@@ -10,7 +10,7 @@ import numpy as np
 
 from sedl_jax import results
 from sedl_jax.config import ablations
-from sedl_jax.evaluate import calibration, classification, plots
+from sedl_jax.evaluate import calibration, classification, intervals, plots
 from sedl_jax.evaluate.report_doc import ReportDoc
 from sedl_jax.results import StageResult
 
@@ -49,8 +49,9 @@ def _run_dirs(ctx) -> dict[str, str]:
 
 def collect(ctx) -> dict:
   """Table 3's numbers (ours and the paper's) from each row's `card` result."""
-  keep = ("accuracy", "f1_macro", "pavpu_ttest", "pavpu_threshold", "ece", "nll",
-          "classifier_accuracy", "sample_temperature")
+  keep = ("accuracy", "accuracy_ci95", "f1_macro", "pavpu_ttest", "pavpu_ttest_ci95",
+          "pavpu_threshold", "ece", "nll", "classifier_accuracy", "classifier_accuracy_ci95",
+          "sample_temperature")
   metrics = {"table3": {}, "paper_table3_fer2013": {},
              "paper_affectnet_proposed": dict(zip(("accuracy", "pavpu"),
                                                   (v / 100 for v in ablations.PAPER_AFFECTNET)))}
@@ -58,8 +59,28 @@ def collect(ctx) -> dict:
     pa, pp = ablations.PAPER_TABLE3[name]
     metrics["paper_table3_fer2013"][name] = {"accuracy": pa / 100, "pavpu": pp / 100}
     row = results.read(run_dir, "card")
-    metrics["table3"][name] = {k: row.metrics[k] for k in keep} if row else "not run"
+    metrics["table3"][name] = ({k: row.metrics.get(k) for k in keep} if row else "not run")
+  metrics["comparisons"] = _comparisons(_run_dirs(ctx))
   return metrics
+
+
+def _comparisons(run_dirs: dict) -> dict:
+  """The proposed model against each ablation row, on the same test images."""
+  found = {name: results.read(d, "card") for name, d in run_dirs.items()}
+  out = {}
+  for other in ("r18_cbam", "r18"):
+    a, b = found.get("proposed"), found.get(other)
+    if a is None or b is None or "groups" not in a.arrays or "groups" not in b.arrays:
+      continue
+    za, zb = a.arrays, b.arrays
+    if not np.array_equal(za["test_index"], zb["test_index"]):
+      continue  # rows scored on other images (another dataset or split): not paired
+    result = intervals.compare(za["vote"] == za["labels"], zb["vote"] == zb["labels"],
+                               za["groups"])
+    result["verdict"] = intervals.verdict(ablations.DESCRIPTIONS["proposed"],
+                                          ablations.DESCRIPTIONS[other], result)
+    out[f"proposed_vs_{other}"] = result
+  return out
 
 
 def run(ctx) -> StageResult:
@@ -74,13 +95,18 @@ def _table3(doc, metrics) -> None:
   for name, row in metrics["table3"].items():
     pa, pp = ablations.PAPER_TABLE3[name]
     cells = (["not run", None, None, None, None] if isinstance(row, str) else
-             [f"{100 * row['accuracy']:.1f}", f"{100 * row['pavpu_ttest']:.1f}",
+             [intervals.percent(row["accuracy"], row.get("accuracy_ci95")),
+              intervals.percent(row["pavpu_ttest"], row.get("pavpu_ttest_ci95")),
               f"{100 * row['pavpu_threshold']:.1f}", row["ece"],
-              f"{100 * row['classifier_accuracy']:.1f}"])
+              intervals.percent(row["classifier_accuracy"], row.get("classifier_accuracy_ci95"))])
     table.append([ablations.DESCRIPTIONS[name], *cells, f"{pa:.1f}", f"{pp:.1f}"])
   doc.heading("Table 3: ablation")
-  doc.table(["model", "accuracy %", "PAvPU % (t-test)", "PAvPU % (threshold)", "ECE",
-             "f_phi accuracy %", "paper accuracy %", "paper PAvPU %"], table)
+  doc.table(["model", "accuracy % (95% CI)", "PAvPU % (t-test, 95% CI)", "PAvPU % (threshold)",
+             "ECE", "f_phi accuracy % (95% CI)", "paper accuracy %", "paper PAvPU %"], table)
+  if metrics.get("comparisons"):
+    doc.para("Intervals: bootstrap over test subjects where the data names them, else over "
+             "images. Paired comparisons on the same test images:")
+    doc.bullets([c["verdict"] for c in metrics["comparisons"].values()])
 
 
 def _figures(doc, ctx, metrics, report_dir) -> None:

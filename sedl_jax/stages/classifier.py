@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from sedl_jax.data import augment
-from sedl_jax.evaluate import calibration, classification, features
+from sedl_jax.evaluate import intervals, calibration, classification, features
 from sedl_jax.models import registry as models
 from sedl_jax.results import StageResult
 from sedl_jax.train import stage as stage_lib
@@ -90,13 +90,15 @@ def _encoder_start(ctx, stage: str) -> Callable[[dict], dict] | None:
   return start
 
 
-def evaluate_split(predict, images, labels, num_classes: int) -> dict:
-  """Metrics over the labelled examples (label -1 = unlabelled is left out)."""
+def evaluate_split(predict, images, labels, num_classes: int, groups=None) -> dict:
+  """Metrics over the labelled examples (label -1 = unlabelled is left out);
+  the accuracy's interval resamples `groups` (subjects)."""
   keep = np.asarray(labels) >= 0
   images, labels = images[keep], np.asarray(labels)[keep]
   logits = predict(images)
   probs = np.asarray(jax.nn.softmax(logits.astype(np.float32), -1))
   out = classification.classification_metrics(labels, probs.argmax(-1), num_classes)
+  intervals.with_interval(out, labels, None if groups is None else np.asarray(groups)[keep])
   out["nll"] = calibration.nll(probs, labels)
   out["ece"] = calibration.expected_calibration_error(probs, labels, bins=10)
   out["unlabelled_left_out"] = int((~keep).sum())
@@ -147,9 +149,12 @@ def run(ctx, stage: str) -> StageResult:
   logits_only = lambda images: predict(images)[1]
   test = data.images["test"]
   result = {"step": trained.step, "mode": sc.mode, "init": sc.init,
-            "test_images": evaluate_split(logits_only, test.images, test.labels, num_classes)}
+            "test_images": evaluate_split(logits_only, test.images, test.labels, num_classes,
+                                          data.eval_groups("test", static=True))}
   if data.sequences is not None and len(data.sequences["test"]):
-    result["test_frames"] = evaluate_split(logits_only, *data.eval_set("test"), num_classes)
+    result["test_frames"] = evaluate_split(logits_only, *data.eval_set("test"), num_classes,
+                                           data.eval_groups("test"))
   r = result["test_images"]
-  return StageResult(result, summary=f"[{stage}] test images: acc={r['accuracy']:.4f} "
+  return StageResult(result, summary=f"[{stage}] test images: acc="
+                     f"{intervals.percent(r['accuracy'], r['accuracy_ci95'])}% "
                      f"F1={r['f1_macro']:.4f} NLL={r['nll']:.3f} ECE={r['ece']:.3f}")

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 from sedl_jax.data import augment
-from sedl_jax.evaluate import classification, features, probes
+from sedl_jax.evaluate import classification, features, intervals, probes
 from sedl_jax.losses.barlow import barlow_twins
 from sedl_jax.losses.ntxent import nt_xent
 from sedl_jax.models import heads
@@ -217,9 +217,15 @@ def evaluate(ctx, image_features: dict, step: int, stage: str = STAGE) -> StageR
                               k=sc.knn_k, temperature=sc.knn_temperature),
       "pixel_linear_probe": (pixel_probe(data) if sc.get("pixel_baseline", True) else None),
       "unlabelled_left_out": {s: int((~keep).sum()) for s, keep in labelled.items()},
+      "unlabelled_pretraining_faces": int(len(data.unlabelled)) if data.unlabelled is not None else 0,
       "class_names": list(data.class_names),
       "test_subjects": sorted(set(data.images["test"].subjects.tolist())),
   }
+
+  groups = data.eval_groups("test", static=True)[labelled["test"]]
+  for name in ("linear_probe", "knn", "pixel_linear_probe"):
+    if result[name] is not None:
+      intervals.with_interval(result[name], labels["test"], groups)
 
   def render(report_dir):
     for name in ("linear_probe", "knn"):
@@ -230,7 +236,8 @@ def evaluate(ctx, image_features: dict, step: int, stage: str = STAGE) -> StageR
 
   lp, kn, px = result["linear_probe"], result["knn"], result["pixel_linear_probe"]
   held_out = "held-out subjects" if (data.images["test"].subjects >= 0).all() else "test split"
-  summary = (f"[{stage}] test ({held_out}): linear probe acc={lp['accuracy']:.4f} "
-             f"F1={lp['f1_macro']:.4f}; kNN acc={kn['accuracy']:.4f}"
-             + (f"; raw-pixel linear probe acc={px['accuracy']:.4f}" if px else ""))
+  pct = lambda r: intervals.percent(r["accuracy"], r["accuracy_ci95"]) + "%"
+  summary = (f"[{stage}] test ({held_out}): linear probe acc={pct(lp)} "
+             f"F1={lp['f1_macro']:.4f}; kNN acc={pct(kn)}"
+             + (f"; raw-pixel linear probe acc={pct(px)}" if px else ""))
   return StageResult(result, summary=summary, render=render)

@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from sedl_jax import atomic_io, results
-from sedl_jax.evaluate import baselines, classification, insights, plots, probes
+from sedl_jax.evaluate import baselines, classification, insights, intervals, plots, probes
 from sedl_jax.evaluate.report_doc import ReportDoc
 from sedl_jax.results import StageResult
 
@@ -40,6 +40,9 @@ ROW_NAMES = {
     "sedl": "SEDL ({features})",
 }
 ROW_ORDER = ("random_forest", "kmeans", "supervised_cnn", "simclr_linear", "sedl")
+# The headline comparisons, each tested pairwise on the same test frames.
+COMPARISONS = (("sedl", "simclr_linear"), ("simclr_linear", "supervised_cnn"),
+               ("sedl", "supervised_cnn"))
 
 
 def _hog_rows(ctx, train, test) -> dict:
@@ -80,7 +83,27 @@ def table1(ctx) -> dict:
     rows["simclr_linear"] = _simclr_row(ctx, te_keep)
   beh = ctx.result("behaviour")
   rows["sedl"] = beh.metrics["emotion"] if beh else "not run: add 'behaviour' to config.stages"
+  groups = data.eval_groups("test")[te_keep]
+  for row in rows.values():
+    if isinstance(row, dict):
+      intervals.with_interval(row, te_y[te_keep], groups)
   return rows
+
+
+def comparisons(ctx, rows: dict) -> dict:
+  """The headline pairs (`COMPARISONS`) tested item by item, grouped by subject."""
+  y = ctx.data.eval_set("test")[1]
+  keep = y >= 0
+  groups, y = ctx.data.eval_groups("test")[keep], y[keep]
+  out = {}
+  for a, b in COMPARISONS:
+    if isinstance(rows.get(a), dict) and isinstance(rows.get(b), dict):
+      result = intervals.compare(np.asarray(rows[a]["predicted"]) == y,
+                                 np.asarray(rows[b]["predicted"]) == y, groups)
+      result["verdict"] = intervals.verdict(ROW_NAMES[a].split(" (")[0],
+                                            ROW_NAMES[b].split(" (")[0], result)
+      out[f"{a}_vs_{b}"] = result
+  return out
 
 
 def _insights(ctx):
@@ -112,8 +135,9 @@ def collect(ctx) -> tuple[dict, dict]:
                        "the test-split images (the data has no sequences)"),
       "num_test_frames": int((data.eval_set("test")[1] >= 0).sum()),
       "table1": {k: (v if isinstance(v, str) else
-                     {m: v[m] for m in ("accuracy", "precision_macro", "f1_macro")})
+                     {m: v[m] for m in ("accuracy", "accuracy_ci95", "precision_macro", "f1_macro")})
                  for k, v in rows.items()},
+      "comparisons": comparisons(ctx, rows),
       "table1_confusion": {k: v["confusion"] for k, v in rows.items() if not isinstance(v, str)},
       "table1_temporal_mse": h1,
       "paper_table1": {k: {"accuracy": a / 100, "precision_macro": p, "f1_macro": f}
@@ -152,11 +176,15 @@ def _render_table1(doc, ctx, metrics, report_dir) -> None:
     pa, pp, pf = PAPER_TABLE1[key]
     paper = [f"{pa:.1f}", pp, pf, PAPER_MSE if key == "sedl" else None]
     cells = ([v, None, None, None] if isinstance(v, str) else
-             [f"{100 * v['accuracy']:.1f}", v["precision_macro"], v["f1_macro"],
-              h1 if key == "sedl" else None])
+             [intervals.percent(v["accuracy"], v.get("accuracy_ci95")), v["precision_macro"],
+              v["f1_macro"], h1 if key == "sedl" else None])
     table_rows.append([_row_label(ctx, key), *cells, *paper])
-  doc.table(["method", "accuracy %", "precision (macro)", "F1 (macro)", "temporal MSE",
+  doc.table(["method", "accuracy % (95% CI)", "precision (macro)", "F1 (macro)", "temporal MSE",
              "paper acc %", "paper precision", "paper F1", "paper MSE"], table_rows)
+  if metrics.get("comparisons"):
+    doc.para("Intervals: bootstrap over test subjects (frames of one subject are not "
+             "independent). Paired comparisons on the same test frames:")
+    doc.bullets([c["verdict"] for c in metrics["comparisons"].values()])
   doc.para("The paper's columns are the paper's own numbers on its own dataset (Kaggle "
            "autistic children's faces, 6 emotions), shown for reference; they are not "
            "comparable one-to-one with this dataset.")
