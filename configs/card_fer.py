@@ -39,5 +39,10 @@ def get_config(arg=None):
   c.barlow = defaults.barlow(variant)
   c.classifier = defaults.classifier(variant)
   c.card = defaults.card(variant)
+  # Label efficiency (in the proposed row): the supervised CNN from scratch beside
+  # Barlow Twins + linear and + fine-tune (f_phi, config.classifier).
+  c.supervised_cnn = defaults.supervised_cnn(variant)
+  c.label_efficiency = defaults.label_efficiency(variant, (
+      "pixels_linear", "random_forest", "supervised_cnn", "ssl_linear", "ssl_finetune"))
   c.report = ml_collections.ConfigDict(dict(num_examples=8))
   return ablations.apply(c, ablation)

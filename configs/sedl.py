@@ -1,5 +1,6 @@
 """SEDL: contrastive pretraining -> temporal predictor -> behaviour heads
--> supervised CNN baseline -> report (Table 1, insights).
+-> supervised CNN and SSL + fine-tune rows -> label efficiency -> report
+(Table 1, label efficiency, insights).
 
 Run (built-in synthetic faces, CPU-friendly):
   python launch.py --config=configs/sedl.py --workdir=runs/sedl
@@ -19,8 +20,11 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.pipeline = "sedl"
   c.variant = variant
-  # supervised_cnn trains Table 1's supervised baseline; the report reads it.
-  c.stages = ("contrastive", "temporal", "behaviour", "supervised_cnn", "report")
+  # supervised_cnn trains Table 1's supervised baseline, ssl_finetune its "SSL +
+  # fine-tune" row; label_efficiency retrains the rows with fewer labels; the
+  # report reads them all.
+  c.stages = ("contrastive", "temporal", "behaviour", "supervised_cnn", "ssl_finetune",
+              "label_efficiency", "report")
   c.seed = 0
   c.data = defaults.data(variant)
   c.model = defaults.encoder(variant)
@@ -28,5 +32,8 @@ def get_config(arg=None):
   c.temporal = defaults.temporal(variant)
   c.behaviour = defaults.behaviour(variant)
   c.supervised_cnn = defaults.supervised_cnn(variant)
+  c.ssl_finetune = defaults.ssl_finetune(variant)
+  c.label_efficiency = defaults.label_efficiency(variant, (
+      "pixels_linear", "random_forest", "supervised_cnn", "ssl_linear", "ssl_finetune", "sedl"))
   c.report = defaults.sedl_report(variant)
   return c

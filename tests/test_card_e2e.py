@@ -26,6 +26,7 @@ def tiny_config(fer_root, arg="tiny"):
   c.barlow.steps = 8
   c.classifier.steps = 8
   c.card.steps = 40
+  c.supervised_cnn.steps = 8  # label efficiency's supervised row (proposed sub-run)
   return c
 
 
@@ -48,7 +49,7 @@ def test_every_ablation_row_ran_with_its_own_model(card_run):
   workdir, results = card_run
   for row, stages in (("r18", {"classifier", "card", "report"}),
                       ("r18_cbam", {"classifier", "card", "report"}),
-                      ("proposed", {"barlow", "classifier", "card", "report"})):
+                      ("proposed", {"barlow", "classifier", "card", "label_efficiency", "report"})):
     cfg = json.load(open(workdir / row / "config.json"))
     assert set(cfg["stages"]) == stages
     assert cfg["model"]["cbam"] == (row != "r18")
@@ -82,7 +83,17 @@ def test_report_table_holds_accuracy_and_pavpu_for_three_rows(card_run):
   for other in ("r18_cbam", "r18"):
     c = metrics["comparisons"][f"proposed_vs_{other}"]
     assert c["verdict"] in md and c["significant"] == (c["p_value"] < 0.05)
-  for name in ("reliability.png", "card_confusion.png", "certain_vs_uncertain.png", "report.html"):
+  # Label efficiency (from the proposed row): Barlow Twins + linear / + fine-tune
+  # (f_phi) against the supervised CNN and pixels, tested at each fraction.
+  le = metrics["label_efficiency"]["fractions"]
+  assert set(le) == {"0.5", "1"} and "## Label efficiency" in md
+  assert le["1"]["rows"]["ssl_finetune"]["accuracy"] == json.load(open(
+      workdir / "proposed" / "report" / "classifier.json"))["test_images"]["accuracy"]
+  assert set(le["0.5"]["comparisons"]) == {"ssl_linear_vs_supervised_cnn",
+                                           "ssl_finetune_vs_supervised_cnn",
+                                           "ssl_linear_vs_pixels_linear"}
+  for name in ("reliability.png", "card_confusion.png", "certain_vs_uncertain.png", "report.html",
+               "label_efficiency.png"):
     assert (workdir / "report" / name).stat().st_size > 1000
   card = json.load(open(workdir / "proposed" / "report" / "card.json"))
   assert card["num_samples"] == 8 and card["timesteps"] == 50

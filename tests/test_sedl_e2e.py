@@ -33,6 +33,12 @@ def tiny_config():
   c.supervised_cnn.steps = 150
   c.supervised_cnn.optimizer.lr = 3e-3
   c.supervised_cnn.log_every_steps = 10
+  # Label efficiency's trained rows run in sub-runs (restoring the run's encoder
+  # and temporal model): fine-tuning and SEDL's heads cover both paths; the
+  # 150-step supervised CNN is left out of it to keep the suite short.
+  c.stages = ("contrastive", "temporal", "behaviour", "supervised_cnn", "label_efficiency", "report")
+  c.label_efficiency.rows = ("pixels_linear", "random_forest", "ssl_linear", "ssl_finetune", "sedl")
+  c.ssl_finetune.steps = 10
   return c
 
 
@@ -45,13 +51,34 @@ def sedl_run(tmp_path_factory):
 
 def test_every_stage_ran_and_report_files_exist(sedl_run):
   workdir, results = sedl_run
-  assert set(results) == {"contrastive", "temporal", "behaviour", "supervised_cnn", "report"}
+  assert set(results) == {"contrastive", "temporal", "behaviour", "supervised_cnn",
+                          "label_efficiency", "report"}
   report = workdir / "report"
   for name in ("report.json", "report.md", "report.html", "insights.json", "sedl_confusion.png",
-               "transitions.png", "trajectories.png", "tsne.png"):
+               "transitions.png", "trajectories.png", "tsne.png", "label_efficiency.png"):
     assert (report / name).stat().st_size > 100, name
   html = (report / "report.html").read_text()
-  assert html.count("data:image/png;base64,") == 4 and 'src="' not in html
+  assert html.count("data:image/png;base64,") == 5 and 'src="' not in html
+
+
+def test_label_efficiency_cuts_labels_and_reuses_the_full_label_stages(sedl_run):
+  workdir, results = sedl_run
+  le = results["label_efficiency"]["fractions"]
+  half, full = le["0.5"], le["1"]
+  # Stratified: about half of every class, at least one each.
+  for h, f in zip(half["per_class"], full["per_class"]):
+    assert (h >= 1 if f else h == 0) and abs(h - 0.5 * f) <= 0.5
+  # 1.0 is the full-label stage's own result; 0.5 trained in its own sub-run.
+  assert full["rows"]["sedl"]["accuracy"] == results["behaviour"]["emotion"]["accuracy"]
+  assert (workdir / "label_efficiency" / "0.5" / "checkpoints" / "behaviour").is_dir()
+  assert (workdir / "label_efficiency" / "0.5" / "checkpoints" / "ssl_finetune").is_dir()
+  for found in (half, full):
+    for row, m in found["rows"].items():
+      assert m["accuracy_ci95"][0] <= m["accuracy"] <= m["accuracy_ci95"][1], row
+    assert set(found["comparisons"]) == {"ssl_linear_vs_pixels_linear"}
+  md = (workdir / "report" / "report.md").read_text()
+  assert "## Label efficiency" in md
+  assert half["comparisons"]["ssl_linear_vs_pixels_linear"]["verdict"] in md
 
 
 def test_the_tiny_run_learned(sedl_run):

@@ -141,3 +141,29 @@ def test_ema_warms_up_then_decays_at_the_configured_rate():
     prev_ema = st.ema_params["w"]
     st, _ = step(st, {})
   np.testing.assert_allclose(st.ema_params["w"], 0.9 * prev_ema + 0.1 * st.params["w"], rtol=1e-5)
+
+
+def test_encoder_lr_scale_scales_only_the_encoders_updates():
+  """Adam's update is invariant to the gradient's scale, so the chained scaling
+  is exactly lr x scale for the encoder and lr for the head."""
+  cfg = defaults.optimizer("adam", 0.1, schedule="constant")
+  params = {"encoder": {"w": jnp.ones((2, 2))}, "head": {"w": jnp.ones((2, 2))}}
+  grads = {"encoder": {"w": jnp.full((2, 2), 0.5)}, "head": {"w": jnp.full((2, 2), 0.5)}}
+  plain, _ = optim.make_optimizer(cfg, total_steps=10, steps_per_epoch=5)
+  cfg.encoder_lr_scale = 0.1
+  scaled, _ = optim.make_optimizer(cfg, total_steps=10, steps_per_epoch=5)
+  u_plain, _ = plain.update(grads, plain.init(params), params)
+  u_scaled, _ = scaled.update(grads, scaled.init(params), params)
+  np.testing.assert_allclose(u_scaled["encoder"]["w"], 0.1 * u_plain["encoder"]["w"], rtol=1e-6)
+  np.testing.assert_array_equal(u_scaled["head"]["w"], u_plain["head"]["w"])
+
+
+def test_label_fractions_are_stratified_with_one_per_class_at_least():
+  from sedl_jax.data import label_subsets
+  labels = np.array([0] * 50 + [1] * 10 + [2] * 2 + [-1] * 5)
+  keep = label_subsets.stratified_keep(labels, 0.1, seed=0)
+  assert [int(keep[labels == c].sum()) for c in (0, 1, 2)] == [5, 1, 1]
+  assert not keep[labels == -1].any()
+  again = label_subsets.stratified_keep(labels, 0.1, seed=0)
+  np.testing.assert_array_equal(keep, again)  # a fixed seed, the same labels
+  assert label_subsets.stratified_keep(labels, 1.0, seed=0).sum() == 62

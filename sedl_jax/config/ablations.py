@@ -26,7 +26,10 @@ def apply(config, ablation: str):
     config.stages = ("report",)
     return config
   ssl = ablation == "proposed"
-  config.stages = ("barlow", "classifier", "card", "report") if ssl else ("classifier", "card", "report")
+  # Label efficiency is measured once, in the proposed row (the ablation rows
+  # differ in f_phi's start, which the label-efficiency rows already cover).
+  config.stages = (("barlow", "classifier", "card", "label_efficiency", "report") if ssl else
+                   ("classifier", "card", "report"))
   config.model.cbam = ablation != "r18"
   config.classifier.init = "barlow" if ssl else "scratch"
   return config

@@ -119,6 +119,7 @@ def optimizer(name: str, lr: float, *, weight_decay: float = 0.0, warmup_epochs:
   o.schedule = schedule  # cosine (warm-up + cosine) | constant
   o.warmup_epochs = warmup_epochs
   o.grad_clip = 0.0  # global-norm clip; 0 = off
+  o.encoder_lr_scale = 1.0  # the encoder's lr x this (fine-tuning a pretrained encoder: < 1)
   return o
 
 
@@ -218,7 +219,7 @@ def behaviour(variant: str) -> ml_collections.ConfigDict:
 
 def sedl_report(variant: str) -> ml_collections.ConfigDict:
   r = ml_collections.ConfigDict()
-  r.baselines = ("random_forest", "kmeans", "supervised_cnn", "simclr_linear")
+  r.baselines = ("random_forest", "kmeans", "supervised_cnn", "simclr_linear", "ssl_finetune")
   r.random_forest_features = "hog"  # hog | pixels
   r.tsne = True
   r.tsne_max_points = {"tiny": 60, "quick": 800, "paper": 2000}[variant]
@@ -257,6 +258,28 @@ def classifier(variant: str, *, init: str = "barlow") -> ml_collections.ConfigDi
   c.balanced_sampling = False  # every class equally often per epoch
   c.use_sequence_frames = True  # also train on labelled frames of train sequences
   c.view = view(crop_area=(0.6, 1.0), jitter_p=0.5, gray_p=0.0, blur_p=0.0, noise_p=0.0)
+  return c
+
+
+def ssl_finetune(variant: str) -> ml_collections.ConfigDict:
+  """SEDL's "SSL + fine-tune" row: the contrastive encoder fine-tuned with labels
+  under a fresh linear head, the encoder at a tenth of the head's learning rate."""
+  c = classifier(variant, init="contrastive")
+  c.epochs = {"tiny": 1, "quick": 6, "paper": 50}[variant]
+  bound_steps(c, variant, 200)
+  c.optimizer.encoder_lr_scale = 0.1
+  return c
+
+
+def label_efficiency(variant: str, rows: tuple[str, ...]) -> ml_collections.ConfigDict:
+  """The same splits with a fraction of the training labels (stratified, at
+  least one per class): which methods keep working with few labels."""
+  c = ml_collections.ConfigDict()
+  # 1.0 reuses the full-label stages' results; each smaller fraction retrains the
+  # trained rows (in workdir/label_efficiency/<fraction>/, resumable).
+  c.fractions = {"tiny": (0.5, 1.0), "quick": (0.01, 0.1, 1.0), "paper": (0.01, 0.1, 1.0)}[variant]
+  c.rows = rows
+  c.seed = 0
   return c
 
 

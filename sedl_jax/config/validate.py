@@ -10,8 +10,8 @@ from sedl_jax.data import sources
 # Total stride of the encoder's stem + stages: the image must be at least this
 # big for the last stage to see one pixel.
 STEM_DOWNSAMPLING = {"small": 8, "strided": 16, "imagenet": 32}
-TRAINED_STAGES = ("contrastive", "temporal", "behaviour", "supervised_cnn", "barlow", "classifier",
-                  "card")
+TRAINED_STAGES = ("contrastive", "temporal", "behaviour", "supervised_cnn", "ssl_finetune", "barlow",
+                  "classifier", "card")
 PIPELINES = ("sedl", "card_fer")
 # Sources whose `data.path` is one file (the others read a folder).
 FILE_SOURCES = ("fer2013", "manifest")
@@ -29,10 +29,10 @@ def choices() -> dict[tuple[str, str], tuple[str, ...]]:
          ("temporal", "output"): temporal_model.OUTPUTS,
          ("behaviour", "features"): behaviour.FEATURES,
          ("report", "random_forest_features"): ("hog", "pixels")}
-  for section in ("supervised_cnn", "classifier"):
+  for section in ("supervised_cnn", "ssl_finetune", "classifier"):
     out[(section, "mode")] = classifier.MODES
     out[(section, "init")] = classifier.INITS
-  for section in ("behaviour", "supervised_cnn", "classifier"):
+  for section in ("behaviour", "supervised_cnn", "ssl_finetune", "classifier"):
     out[(section, "class_weighting")] = ("none", "balanced")
   return out
 
@@ -47,9 +47,9 @@ POSITIVE = {"width", "hidden", "heads", "layers", "proj_dim", "proj_hidden", "cb
             "max_pixels", "num_threads", "mean_dwell", "beta_start", "beta_end", "batch_size",
             "eval_batch_size", "image_size", "channels", "ngram", "tsne_max_points", "timesteps",
             "num_samples", "keep_checkpoints", "log_every_steps", "checkpoint_every_steps", "lr",
-            "temperature", "video_stride"}
+            "temperature", "video_stride", "fractions", "encoder_lr_scale"}
 # And these are fractions: at most 1 (probabilities, decays, quantiles).
-FRACTIONS = {"momentum", "ema_decay", "pavpu_alpha", "pavpu_threshold", "onset_rate",
+FRACTIONS = {"fractions", "momentum", "ema_decay", "pavpu_alpha", "pavpu_threshold", "onset_rate",
              "blur_kernel_frac", "solarize_threshold", "beta_start", "beta_end", "hue", "au_noise"}
 
 
@@ -218,6 +218,26 @@ def _check_trained_stage(config, s: str, num_devices: int, process_count: int) -
       raise ConfigError(f"config.card.timesteps={st.timesteps}: must be >= 2")
 
 
+def _check_label_efficiency(config) -> None:
+  from sedl_jax.stages import label_efficiency
+  le = config.label_efficiency
+  if config.get("pipeline") not in label_efficiency.PIPELINES:
+    raise ConfigError(f"config.pipeline={config.get('pipeline')!r}: label_efficiency needs one of "
+                      f"{tuple(label_efficiency.PIPELINES)}")
+  unknown = [r for r in le.rows if r not in label_efficiency.ROWS]
+  if unknown or not le.rows:
+    raise ConfigError(f"config.label_efficiency.rows={tuple(le.rows)}: unknown {unknown}; choose "
+                      f"from {label_efficiency.ROWS}")
+  if not le.fractions:
+    raise ConfigError("config.label_efficiency.fractions is empty: give fractions in (0, 1]")
+  needs = {"supervised_cnn": "supervised_cnn", "sedl": "behaviour",
+           "ssl_finetune": label_efficiency.PIPELINES[config.pipeline].finetune_stage}
+  for row, section in needs.items():
+    if row in le.rows and section not in config:
+      raise ConfigError(f"config.label_efficiency.rows has {row!r}, which trains "
+                        f"config.{section}: that section is missing")
+
+
 def _check_init_from(config, s: str) -> None:
   """The pretrained encoder exists and fits, before anything compiles."""
   from sedl_jax.stages import encoder_init  # it reads checkpoints: loaded only when asked
@@ -239,6 +259,8 @@ def validate(config, *, known_stages, num_devices: int, process_count: int = 1) 
     if section in stages and field in config[section] and config[section][field] not in allowed:
       raise ConfigError(f"config.{section}.{field}={config[section][field]!r}: "
                         f"expected one of {allowed}")
+  if "label_efficiency" in stages:
+    _check_label_efficiency(config)
   for s in stages:
     if s in TRAINED_STAGES:
       _check_trained_stage(config, s, num_devices, process_count)

@@ -116,3 +116,28 @@ def reliability(mean_conf: np.ndarray, acc: np.ndarray, count: np.ndarray, path:
   ax.legend(fontsize=7, loc="upper left")
   ax.set_title(title)
   save(fig, path)
+
+
+def label_efficiency(series: dict, path: str) -> None:
+  """Accuracy against the fraction of training labels (log x), one line per
+  method, with 95% interval bars. series: name -> [(fraction, acc, [lo, hi])]."""
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for k, (name, points) in enumerate(series.items()):
+    if not points:
+      continue
+    f, acc, ci = zip(*sorted(points))
+    acc, ci = np.asarray(acc), np.asarray(ci)
+    # Nudge the methods apart along x so that the bars do not hide each other.
+    x = np.asarray(f) * (1 + 0.03 * (k - len(series) / 2))
+    ax.errorbar(x, 100 * acc, yerr=100 * np.abs(ci.T - acc), marker="o", ms=4, capsize=3,
+                label=name)
+  ax.set_xscale("log")
+  fractions = sorted({p[0] for points in series.values() for p in points})
+  ax.set_xticks(fractions)
+  ax.set_xticklabels([f"{f:.0%}" for f in fractions])
+  ax.set_xlabel("fraction of training labels")
+  ax.set_ylabel("test accuracy %")
+  ax.legend(fontsize=7, loc="lower right")
+  ax.grid(alpha=0.3)
+  save(fig, path)

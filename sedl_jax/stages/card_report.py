@@ -13,6 +13,7 @@ from sedl_jax.config import ablations
 from sedl_jax.evaluate import calibration, classification, intervals, plots
 from sedl_jax.evaluate.report_doc import ReportDoc
 from sedl_jax.results import StageResult
+from sedl_jax.stages import label_efficiency
 
 
 def example_grid(images, labels, vote, p_value, certain, names, path: str, count: int) -> None:
@@ -61,6 +62,9 @@ def collect(ctx) -> dict:
     row = results.read(run_dir, "card")
     metrics["table3"][name] = ({k: row.metrics.get(k) for k in keep} if row else "not run")
   metrics["comparisons"] = _comparisons(_run_dirs(ctx))
+  proposed = _run_dirs(ctx).get("proposed")
+  found = results.read(proposed, "label_efficiency") if proposed else None
+  metrics["label_efficiency"] = found.metrics if found else None
   return metrics
 
 
@@ -146,6 +150,8 @@ def render(ctx, metrics: dict, report_dir: str) -> None:
            f"sampled probabilities gives p < {config.card.pavpu_alpha} (all samples identical: "
            f"certain). PAvPU (threshold): certain when the mean probability >= "
            f"{config.card.pavpu_threshold}.")
+  if metrics.get("label_efficiency"):
+    label_efficiency.render(doc, metrics["label_efficiency"], report_dir)
   _figures(doc, ctx, metrics, report_dir)
   doc.heading("Resolved config")
   doc.code(config.to_json_best_effort(indent=2, sort_keys=True))

@@ -21,6 +21,9 @@ class Context:
   allow_config_change: bool = False
   # Results of the stages that ran in this process, by stage name.
   results: dict = dataclasses.field(default_factory=dict)
+  # A sub-run (label efficiency) trains its own stages in `workdir` but takes
+  # the earlier stages' models (pretrained encoder, temporal model) from here.
+  restore_from: str | None = None
 
   @functools.cached_property
   def data(self) -> FaceData:

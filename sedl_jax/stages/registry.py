@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from sedl_jax.stages import (behaviour, card, card_report, classifier, pretrain, sedl_report,
-                             temporal)
+from sedl_jax.stages import (behaviour, card, card_report, classifier, label_efficiency, pretrain,
+                             sedl_report, temporal)
 
 
 def _report(ctx):
@@ -19,6 +19,8 @@ STAGES: dict[str, Callable] = {
     "temporal": temporal.run,
     "behaviour": behaviour.run,
     "supervised_cnn": lambda ctx: classifier.run(ctx, "supervised_cnn"),
+    "ssl_finetune": lambda ctx: classifier.run(ctx, "ssl_finetune"),
+    "label_efficiency": label_efficiency.run,
     "classifier": lambda ctx: classifier.run(ctx, "classifier"),
     "card": card.run,
     "report": _report,

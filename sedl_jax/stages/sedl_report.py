@@ -21,6 +21,7 @@ from sedl_jax import atomic_io, results
 from sedl_jax.evaluate import baselines, classification, insights, intervals, plots, probes
 from sedl_jax.evaluate.report_doc import ReportDoc
 from sedl_jax.results import StageResult
+from sedl_jax.stages import label_efficiency
 
 # methods.md section 10: SEDL Table 1, on the paper's own dataset (Kaggle
 # autistic children's faces, 6 emotions): accuracy %, macro precision, macro F1.
@@ -37,12 +38,13 @@ ROW_NAMES = {
     "kmeans": "K-Means ({features}, Hungarian-matched)",
     "supervised_cnn": "Supervised CNN (same encoder, from scratch)",
     "simclr_linear": "SimCLR + linear",
+    "ssl_finetune": "SSL + fine-tune (contrastive encoder, not in the paper)",
     "sedl": "SEDL ({features})",
 }
-ROW_ORDER = ("random_forest", "kmeans", "supervised_cnn", "simclr_linear", "sedl")
+ROW_ORDER = ("random_forest", "kmeans", "supervised_cnn", "simclr_linear", "ssl_finetune", "sedl")
 # The headline comparisons, each tested pairwise on the same test frames.
 COMPARISONS = (("sedl", "simclr_linear"), ("simclr_linear", "supervised_cnn"),
-               ("sedl", "supervised_cnn"))
+               ("sedl", "supervised_cnn"), ("ssl_finetune", "supervised_cnn"))
 
 
 def _hog_rows(ctx, train, test) -> dict:
@@ -75,10 +77,11 @@ def table1(ctx) -> dict:
   te_images, te_y = data.eval_set("test")
   te_keep = te_y >= 0
   rows = _hog_rows(ctx, data.labelled_faces("train"), (te_images[te_keep], te_y[te_keep]))
-  if "supervised_cnn" in cfg.baselines:
-    sup = ctx.result("supervised_cnn")
-    rows["supervised_cnn"] = (sup.metrics.get("test_frames", sup.metrics["test_images"]) if sup
-                              else "not run: add 'supervised_cnn' to config.stages before 'report'")
+  for key in ("supervised_cnn", "ssl_finetune"):
+    if key in cfg.baselines:
+      sup = ctx.result(key)
+      rows[key] = (sup.metrics.get("test_frames", sup.metrics["test_images"]) if sup
+                   else f"not run: add {key!r} to config.stages before 'report'")
   if "simclr_linear" in cfg.baselines:
     rows["simclr_linear"] = _simclr_row(ctx, te_keep)
   beh = ctx.result("behaviour")
@@ -147,8 +150,14 @@ def collect(ctx) -> tuple[dict, dict]:
       "traits": behaviour.metrics["traits"] if behaviour else None,
       "insights": ({"predicted": predicted["overall"],
                     "true": truth["overall"] if truth else None} if predicted else None),
+      "label_efficiency": _label_efficiency(ctx),
   }
   return metrics, ({"predicted": predicted, "true": truth} if predicted else {})
+
+
+def _label_efficiency(ctx) -> dict | None:
+  found = ctx.result("label_efficiency")
+  return found.metrics if found else None
 
 
 def run(ctx) -> StageResult:
@@ -173,8 +182,8 @@ def _render_table1(doc, ctx, metrics, report_dir) -> None:
   table_rows = []
   for key in (k for k in ROW_ORDER if k in rows):
     v = rows[key]
-    pa, pp, pf = PAPER_TABLE1[key]
-    paper = [f"{pa:.1f}", pp, pf, PAPER_MSE if key == "sedl" else None]
+    pa, pp, pf = PAPER_TABLE1.get(key, (None, None, None))
+    paper = [None if pa is None else f"{pa:.1f}", pp, pf, PAPER_MSE if key == "sedl" else None]
     cells = ([v, None, None, None] if isinstance(v, str) else
              [intervals.percent(v["accuracy"], v.get("accuracy_ci95")), v["precision_macro"],
               v["f1_macro"], h1 if key == "sedl" else None])
@@ -269,6 +278,8 @@ def render(ctx, metrics: dict, found: dict, report_dir: str) -> None:
            "model, static features only, no trajectories or transitions)")
   doc.para(f"Data: {data.source}, {len(names)} classes ({', '.join(names)}). Scored on {where}.")
   _render_table1(doc, ctx, metrics, report_dir)
+  if metrics.get("label_efficiency"):
+    label_efficiency.render(doc, metrics["label_efficiency"], report_dir)
   _render_temporal_and_traits(doc, metrics)
   if found:
     _render_insights(doc, ctx, found, report_dir)

@@ -53,9 +53,25 @@ def make_optimizer(opt_cfg, total_steps: int, steps_per_epoch: int, lr_scale: fl
                                labels)
   else:
     tx = _base(opt_cfg, schedule)
+  encoder_scale = float(opt_cfg.get("encoder_lr_scale", 1.0))
+  if encoder_scale != 1.0:
+    tx = optax.chain(tx, scale_encoder_updates(encoder_scale))
   if opt_cfg.grad_clip > 0:
     tx = optax.chain(optax.clip_by_global_norm(opt_cfg.grad_clip), tx)
   return tx, schedule
+
+
+def scale_encoder_updates(scale: float) -> optax.GradientTransformation:
+  """Multiplies the updates of the `encoder` subtree: after the optimiser, this
+  is the encoder's learning rate (and decoupled weight decay) x `scale`, as
+  fine-tuning a pretrained encoder under a fresh head wants."""
+
+  def update(updates, state, params=None):
+    del params
+    return {k: (jax.tree.map(lambda u: u * scale, v) if k == "encoder" else v)
+            for k, v in updates.items()}, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def resolve_steps(stage_cfg, num_examples: int, global_batch: int) -> tuple[int, int]:

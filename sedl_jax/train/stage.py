@@ -136,12 +136,15 @@ def initial_state(spec: ModelSpec, tx, seed: int, init_variables=None, ema: bool
   return train_state.create(variables, tx, state_rng, ema=ema)
 
 
-def restore(ctx, spec: ModelSpec, step: int | None = None, expected: dict | None = None) -> Trained:
+def restore(ctx, spec: ModelSpec, step: int | None = None, expected: dict | None = None,
+            workdir: str | None = None) -> Trained:
   """The stage's latest (or given) checkpoint as a model for use: only the
   inference variables are read, straight into replicated device buffers; no
   optimiser or train state is built. `expected` is the metadata the checkpoint
   must match (default: `expected_meta`, from the config and the data); a caller
-  without the training data passes what it knows (e.g. the model config)."""
+  without the training data passes what it knows (e.g. the model config).
+  Read from `workdir`, else the context's `restore_from` (a sub-run's earlier
+  stages), else its workdir."""
   dp = ctx.dp
   abstract = jax.eval_shape(lambda *x: spec.model.init(jax.random.PRNGKey(0), *x, train=False),
                             *spec.example_inputs(abstract=True))
@@ -150,7 +153,8 @@ def restore(ctx, spec: ModelSpec, step: int | None = None, expected: dict | None
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dp.replicated),
                           abstract)
   keep = int(ctx.config[spec.name].get("keep_checkpoints", 2))
-  with StageCheckpoints(ctx.workdir, spec.name, keep=keep) as ckpt:
+  workdir = workdir or getattr(ctx, "restore_from", None) or ctx.workdir
+  with StageCheckpoints(workdir, spec.name, keep=keep) as ckpt:
     variables, meta = ckpt.restore_model(
         abstract, expected_meta(ctx, spec) if expected is None else expected, step)
   return Trained(spec.model, variables, int(meta["step"]), meta)
@@ -159,7 +163,7 @@ def restore(ctx, spec: ModelSpec, step: int | None = None, expected: dict | None
 def train_stage(ctx, spec: ModelSpec, train: TrainSpec) -> Trained:
   """Trains (or resumes) a stage to its configured length; in eval mode, restores it."""
   if ctx.mode == "eval":
-    return restore(ctx, spec)
+    return restore(ctx, spec, workdir=ctx.workdir)
   config, cfg, dp = ctx.config, ctx.config[spec.name], ctx.dp
   n = len(next(iter(train.data.values())))
   batch = fit_batch(cfg.batch_size, n, dp.num_devices, spec.name)
