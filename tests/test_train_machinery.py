@@ -167,3 +167,13 @@ def test_label_fractions_are_stratified_with_one_per_class_at_least():
   again = label_subsets.stratified_keep(labels, 0.1, seed=0)
   np.testing.assert_array_equal(keep, again)  # a fixed seed, the same labels
   assert label_subsets.stratified_keep(labels, 1.0, seed=0).sum() == 62
+
+
+def test_label_efficiency_caps_only_its_own_retraining():
+  from sedl_jax.stages import label_efficiency
+  c = sedl.get_config("quick")
+  sub = label_efficiency._sub_config(c, label_efficiency.PIPELINES["sedl"])
+  for section in ("supervised_cnn", "ssl_finetune", "behaviour"):
+    assert (sub[section].min_steps, sub[section].max_steps) == (60, 60)
+    assert c[section].min_steps > 60  # the run's own config is untouched
+  assert sub.contrastive.to_dict() == c.contrastive.to_dict()

@@ -58,34 +58,52 @@ def _pipeline(ctx) -> Pipeline:
   return PIPELINES[ctx.config.pipeline]
 
 
-def _eval_items(ctx, pipe: Pipeline):
-  """(images, labels, groups) of the labelled test items every row is scored on."""
+def _scored_items(ctx, pipe: Pipeline, split: str):
+  """(images, labels, groups, mask) of a split's labelled items the rows are scored
+  (test) or tuned (val) on."""
   data = ctx.data
   frames = pipe.scored_on_frames and data.sequences is not None
-  images, labels = data.eval_set("test") if frames else (data.images["test"].images,
-                                                         data.images["test"].labels)
-  groups = data.eval_groups("test", static=not frames)
+  images, labels = data.eval_set(split) if frames else (data.images[split].images,
+                                                        data.images[split].labels)
+  groups = data.eval_groups(split, static=not frames)
   keep = labels >= 0
   return images[keep], labels[keep], groups[keep], keep
 
 
-class _SSLFeatures:
-  """The self-supervised encoder's features of the training pool and the test items."""
+def _ssl_features(ctx, pipe: Pipeline, scored: dict) -> dict:
+  """The self-supervised encoder's features: {"pool": training pool, "val", "test"}."""
+  if pipe.ssl_stage == "contrastive":
+    emb = ctx.embeddings
+    frames = pipe.scored_on_frames and ctx.data.sequences is not None
+    out = {s: (emb.eval_features(s) if frames else emb.images[s])[scored[s][3]]
+           for s in ("val", "test")}
+    out["pool"] = emb.pooled(ctx.data, "train")
+    return out
+  predict = pretrain.predictor(ctx, pretrain.restore(ctx, pipe.ssl_stage), pipe.ssl_stage)
+  out = {s: predict(scored[s][0])[0] for s in ("val", "test")}
+  out["pool"] = predict(ctx.data.faces("train")[0])[0]
+  return out
 
-  def __init__(self, ctx, pipe: Pipeline, test_images, test_keep):
-    if pipe.ssl_stage == "contrastive":
-      emb = ctx.embeddings
-      frames = pipe.scored_on_frames and ctx.data.sequences is not None
-      self.pool = emb.pooled(ctx.data, "train")
-      self.test = (emb.eval_features("test") if frames else emb.images["test"])[test_keep]
-    else:
-      predict = pretrain.predictor(ctx, pretrain.restore(ctx, pipe.ssl_stage), pipe.ssl_stage)
-      self.pool = predict(ctx.data.faces("train")[0])[0]
-      self.test = predict(test_images)[0]
+
+def _sub_config(config, pipe: Pipeline):
+  """The run's config with the trained rows' lengths capped at
+  `label_efficiency.max_steps` (when > 0)."""
+  cap = int(config.label_efficiency.get("max_steps", 0))
+  if cap <= 0:
+    return config
+  sub = config.copy_and_resolve_references()
+  for section in ("supervised_cnn", pipe.finetune_stage, "behaviour"):
+    if section in sub:
+      st = sub[section]
+      st.max_steps = min(int(st.max_steps), cap) if st.max_steps else cap
+      st.min_steps = min(int(st.min_steps), cap)
+      if st.steps:
+        st.steps = min(int(st.steps), cap)
+  return sub
 
 
 def _sub_context(ctx, fraction: float, data) -> Context:
-  sub = Context(config=ctx.config, workdir=os.path.join(ctx.workdir, "label_efficiency",
+  sub = Context(config=_sub_config(ctx.config, _pipeline(ctx)), workdir=os.path.join(ctx.workdir, "label_efficiency",
                                                         f"{fraction:g}"),
                 mode=ctx.mode, allow_config_change=ctx.allow_config_change,
                 restore_from=ctx.workdir)
@@ -115,24 +133,27 @@ def _trained_row(ctx, sub, row: str, pipe: Pipeline, fraction: float) -> dict | 
   return m["test_frames"] if pipe.scored_on_frames and "test_frames" in m else m["test_images"]
 
 
-def _fraction_rows(ctx, pipe, fraction, rows, cheap, ssl, test) -> dict:
+def _probe(features: dict, keep, pool_y, val_y, te_y, nc: int, seed: int, fit) -> dict:
+  """A probe on a feature kind: fit on the kept training faces, C tuned on val."""
+  return fit(features["pool"][keep], pool_y[keep], features["test"], te_y, nc,
+             features["val"] if len(val_y) else None, val_y if len(val_y) else None, seed=seed)
+
+
+def _fraction_rows(ctx, pipe, fraction, rows, features, scored) -> dict:
   data = label_subsets.with_fraction(ctx.data, fraction, int(ctx.config.label_efficiency.seed))
   _, pool_y = data.faces("train")
   keep = pool_y >= 0
-  te_images, te_y, _, _ = test
+  val_y, te_y = scored["val"][1], scored["test"][1]
   nc, seed = len(data.class_names), int(ctx.config.seed)
   out = {"labelled_training_faces": int(keep.sum()),
          "per_class": np.bincount(pool_y[keep], minlength=nc).tolist(), "rows": {}}
   sub = _sub_context(ctx, fraction, data)
   for row in rows:
-    if row == "pixels_linear":
-      m = probes.linear_probe(cheap["pixels"][0][keep], pool_y[keep], cheap["pixels"][1], te_y, nc,
-                              seed=seed)
+    if row in ("pixels_linear", "ssl_linear"):
+      m = _probe(features[row], keep, pool_y, val_y, te_y, nc, seed, probes.linear_probe)
     elif row == "random_forest":
-      m = baselines.random_forest(cheap["hog"][0][keep], pool_y[keep], cheap["hog"][1], te_y, nc,
-                                  seed=seed)
-    elif row == "ssl_linear":
-      m = probes.linear_probe(ssl.pool[keep], pool_y[keep], ssl.test, te_y, nc, seed=seed)
+      hog = features[row]
+      m = baselines.random_forest(hog["pool"][keep], pool_y[keep], hog["test"], te_y, nc, seed=seed)
     else:
       m = _trained_row(ctx, sub, row, pipe, fraction)
     out["rows"][row] = m
@@ -149,21 +170,22 @@ def _summarise(row, te_y, groups):
 def run(ctx) -> StageResult:
   cfg, pipe = ctx.config.label_efficiency, _pipeline(ctx)
   rows = tuple(r for r in cfg.rows if r in ROWS)
-  test = _eval_items(ctx, pipe)
-  te_images, te_y, groups, test_keep = test
-  pool_images, _ = ctx.data.faces("train")
-  cheap = {}
+  scored = {s: _scored_items(ctx, pipe, s) for s in ("val", "test")}
+  te_y, groups = scored["test"][1], scored["test"][2]
+  images = {"pool": ctx.data.faces("train")[0], "val": scored["val"][0], "test": scored["test"][0]}
+  features = {}
   if "pixels_linear" in rows:
-    flat = lambda x: x.reshape(len(x), -1).astype(np.float32) / 255.0
-    cheap["pixels"] = (flat(pool_images), flat(te_images))
+    features["pixels_linear"] = {k: v.reshape(len(v), -1).astype(np.float32) / 255.0
+                                 for k, v in images.items()}
   if "random_forest" in rows:
     kind = ctx.config.report.get("random_forest_features", "hog")
-    cheap["hog"] = (baselines.image_features(pool_images, kind),
-                    baselines.image_features(te_images, kind))
-  ssl = _SSLFeatures(ctx, pipe, te_images, test_keep) if "ssl_linear" in rows else None
+    features["random_forest"] = {k: baselines.image_features(v, kind) for k, v in images.items()
+                                 if k != "val"}
+  if "ssl_linear" in rows:
+    features["ssl_linear"] = _ssl_features(ctx, pipe, scored)
   fractions = {}
   for fraction in sorted(float(f) for f in cfg.fractions):
-    found = _fraction_rows(ctx, pipe, fraction, rows, cheap, ssl, test)
+    found = _fraction_rows(ctx, pipe, fraction, rows, features, scored)
     predicted = {r: m["predicted"] for r, m in found["rows"].items() if isinstance(m, dict)}
     found["rows"] = {r: _summarise(m, te_y, groups) for r, m in found["rows"].items()}
     found["comparisons"] = {}
