@@ -9,7 +9,7 @@ is the percentile interval of the resampled accuracies.
 Two methods on the same test items are compared pairwise:
   * with groups: the same group bootstrap of the accuracy difference; the
     two-sided p-value is twice the smaller share of resampled differences on
-    either side of 0 (capped at 1);
+    either side of 0, counted as (count + 1) / (B + 1) (capped at 1);
   * every item its own group: McNemar's exact test on the discordant items
     (scipy's binomial test), the standard paired test for two classifiers.
 A comparison is called significant when p < `ALPHA`; the reports then say
@@ -84,7 +84,9 @@ def compare(correct_a, correct_b, groups=None, seed: int = 0) -> dict:
     p = (stats.binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0)
     out.update(test="McNemar exact", discordant=[wins, losses])
   else:
-    p = min(1.0, 2 * min((resampled <= 0).mean(), (resampled >= 0).mean()))
+    # (count + 1) / (B + 1): a resampled p-value is never 0, at least 2 / (B + 1).
+    beyond = min((resampled <= 0).sum(), (resampled >= 0).sum())
+    p = min(1.0, 2 * (beyond + 1) / (BOOTSTRAP + 1))
     out.update(test=f"group bootstrap over {g} subjects")
   out["p_value"] = float(p)
   out["significant"] = bool(p < ALPHA)
