@@ -364,3 +364,18 @@ def test_decode_modes_to_grey_and_rgb(tmp_path):
   ref = cv2.resize(np.arange(64, dtype=np.uint8).reshape(8, 8), (4, 4), interpolation=cv2.INTER_AREA)
   np.testing.assert_array_equal(decode.resize(np.arange(64, dtype=np.uint8).reshape(8, 8, 1), 4)[..., 0],
                                 np.asarray(ref))
+
+
+def test_unlabelled_sources_are_named_layout_colon_path_and_checked(tmp_path):
+  from sedl_jax.data import unlabelled
+  (tmp_path / "v").mkdir()
+  (tmp_path / "fer.csv").write_text("emotion,pixels,Usage\n")
+  assert unlabelled.parse(f"{tmp_path}/v") == ("faces", f"{tmp_path}/v")
+  assert unlabelled.parse(f"fer2013:{tmp_path}/fer.csv") == ("fer2013", f"{tmp_path}/fer.csv")
+  unlabelled.check((f"{tmp_path}/v", f"fer2013:{tmp_path}/fer.csv"))
+  for bad, says in ((f"{tmp_path}/v", "expected a tuple"),
+                    ((f"faces:{tmp_path}/nope",), "no such file"),
+                    ((f"fer2013:{tmp_path}/v",), "reads one file"),
+                    ((f"image_folder:{tmp_path}/fer.csv",), "reads a folder")):
+    with pytest.raises(ValueError, match=says):
+      unlabelled.check(bad)
