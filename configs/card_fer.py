@@ -34,6 +34,9 @@ def get_config(arg=None):
   c.pipeline = "card_fer"
   c.variant = variant
   c.seed = 0
+  # > 1: the whole run once per training seed in WORKDIR/seed_<k>/, then mean ± sd
+  # of every accuracy and paired t-tests across seeds (WORKDIR/repeats.md).
+  c.repeats = 1
   c.data = defaults.data(variant)
   c.model = defaults.encoder(variant, cbam=True)
   c.barlow = defaults.barlow(variant)

@@ -26,6 +26,9 @@ def get_config(arg=None):
   c.stages = ("contrastive", "temporal", "behaviour", "supervised_cnn", "ssl_finetune",
               "label_efficiency", "report")
   c.seed = 0
+  # > 1: the whole run once per training seed in WORKDIR/seed_<k>/, then mean ± sd
+  # of every accuracy and paired t-tests across seeds (WORKDIR/repeats.md).
+  c.repeats = 1
   c.data = defaults.data(variant)
   c.model = defaults.encoder(variant)
   c.contrastive = defaults.contrastive(variant)

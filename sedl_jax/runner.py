@@ -13,7 +13,7 @@ import time
 import jax
 from tqdm import tqdm
 
-from sedl_jax import atomic_io, results
+from sedl_jax import atomic_io, repeats, results
 from sedl_jax.config import ablations
 from sedl_jax.config.validate import validate
 from sedl_jax.stages import registry
@@ -25,9 +25,12 @@ MODES = ("train", "eval")
 
 def run(config, workdir: str, mode: str = "train", allow_config_change: bool = False) -> dict:
   """Validates the config and its sub-runs' configs, then runs every sub-run and
-  stage; returns {stage: metrics} (a sub-run's under its name)."""
+  stage; returns {stage: metrics} (a sub-run's under its name). With
+  `config.repeats` > 1, all of it once per training seed (`sedl_jax.repeats`)."""
   if mode not in MODES:
     raise ValueError(f"--mode={mode!r}: expected one of {MODES}")
+  if int(config.get("repeats", 1)) > 1:
+    return repeats.run(config, workdir, lambda c, w: run(c, w, mode, allow_config_change))
   if jax.process_index() == 0:
     print(f"[devices] {jax.device_count()} {jax.default_backend()} device(s) in "
           f"{jax.process_count()} process(es)")

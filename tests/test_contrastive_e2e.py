@@ -141,3 +141,24 @@ def test_restore_into_other_width_names_the_field(finished_run):
   c.model.width = 0.25
   with pytest.raises(checkpoint.CheckpointMismatch, match=r"config\.model\.width: checkpoint has 0\.125"):
     runner.run(c, str(workdir), mode="eval")
+
+
+def test_repeats_run_each_seed_and_give_mean_and_sd(finished_run, tmp_path):
+  """Seed 0 of a repeated run is the plain run (same seeds, same result); seed 1
+  moves every training seed but keeps the data and splits; repeats.json holds the
+  mean and sd of the two (NumPy reference)."""
+  _, plain = finished_run
+  c = tiny_config()
+  c.repeats = 2
+  out = runner.run(c, str(tmp_path))
+  s0, s1 = out["seed_0"]["contrastive"], out["seed_1"]["contrastive"]
+  assert s0["linear_probe"]["accuracy"] == plain["contrastive"]["linear_probe"]["accuracy"]
+  assert s0["test_subjects"] == s1["test_subjects"]  # same splits
+  cfg1 = json.load(open(tmp_path / "seed_1" / "config.json"))
+  assert (cfg1["seed"], cfg1["contrastive"]["seed"], cfg1["data"]["shuffle_seed"],
+          cfg1["data"]["seed"]) == (1, 1, 1, 0)
+  summary = json.load(open(tmp_path / "repeats.json"))
+  m = summary["metrics"]["contrastive.linear_probe.accuracy"]
+  values = [s0["linear_probe"]["accuracy"], s1["linear_probe"]["accuracy"]]
+  np.testing.assert_allclose([m["mean"], m["sd"]], [np.mean(values), np.std(values, ddof=1)])
+  assert "contrastive.linear_probe.accuracy" in (tmp_path / "repeats.md").read_text()

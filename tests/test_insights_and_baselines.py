@@ -152,3 +152,17 @@ def test_paired_comparison_says_when_a_difference_is_not_significant():
   d = np.where(np.arange(10) % 2 == 0, 1.0, -1.0)
   cancel = intervals.compare(np.repeat(d > 0, 40), np.repeat(d < 0, 40), groups)
   assert cancel["test"].startswith("group bootstrap") and not cancel["significant"]
+
+
+def test_repeats_summary_tests_comparisons_across_seeds():
+  from scipy import stats
+  from sedl_jax import repeats
+  per_seed = [{"report": {"table1": {"a": {"accuracy": acc}},
+                          "comparisons": {"a_vs_b": {"difference": d, "p_value": 0.5}}}}
+              for acc, d in ((0.40, 0.02), (0.44, 0.03), (0.42, 0.01))]
+  s = repeats.summarise(per_seed)
+  m = s["metrics"]["report.table1.a.accuracy"]
+  np.testing.assert_allclose([m["mean"], m["sd"]], [0.42, 0.02])
+  c = s["comparisons"]["report.comparisons.a_vs_b"]
+  assert c["p_value"] == stats.ttest_1samp([0.02, 0.03, 0.01], 0.0).pvalue
+  assert c["significant"] == (c["p_value"] < 0.05)

@@ -47,7 +47,7 @@ POSITIVE = {"width", "hidden", "heads", "layers", "proj_dim", "proj_hidden", "cb
             "max_pixels", "num_threads", "mean_dwell", "beta_start", "beta_end", "batch_size",
             "eval_batch_size", "image_size", "channels", "ngram", "tsne_max_points", "timesteps",
             "num_samples", "keep_checkpoints", "log_every_steps", "checkpoint_every_steps", "lr",
-            "temperature", "video_stride", "fractions", "encoder_lr_scale"}
+            "temperature", "video_stride", "fractions", "encoder_lr_scale", "repeats"}
 # And these are fractions: at most 1 (probabilities, decays, quantiles).
 FRACTIONS = {"fractions", "momentum", "ema_decay", "pavpu_alpha", "pavpu_threshold", "onset_rate",
              "blur_kernel_frac", "solarize_threshold", "beta_start", "beta_end", "hue", "au_noise"}
