@@ -218,6 +218,33 @@ def test_predicting_the_test_frames_reproduces_the_runs_evaluation(sedl_run, pre
   assert pred.rows[0]["surprise"] == "" and all(r["surprise"] >= 0 for r in pred.rows[1:])
 
 
+def test_behaviour_on_the_fine_tuned_encoder_and_its_prediction(sedl_run, tmp_path):
+  """behaviour.encoder=finetune: the heads read the ssl_finetune stage's encoder
+  (here the one label efficiency fine-tuned on all labels), the report says so,
+  and prediction reproduces the evaluation with that encoder."""
+  from sedl_jax.predict import Predictor
+  workdir, results = sedl_run
+  work = tmp_path / "w"
+  shutil.copytree(workdir, work, ignore=shutil.ignore_patterns("behaviour", "label_efficiency"))
+  shutil.copytree(workdir / "label_efficiency" / "1" / "checkpoints" / "ssl_finetune",
+                  work / "checkpoints" / "ssl_finetune")
+  c = tiny_config()
+  c.stages = ("behaviour", "report")
+  c.behaviour.encoder = "finetune"
+  c.report.tsne = False
+  out = runner.run(c, str(work))
+  assert out["behaviour"]["encoder"] == "finetune"
+  assert out["behaviour"]["emotion"]["predicted"] != results["behaviour"]["emotion"]["predicted"]
+  assert "SEDL (static+temporal, fine-tuned encoder)" in (work / "report" / "report.md").read_text()
+  seq = _test_frames_folder(work, tmp_path / "frames")
+  pred = Predictor.from_workdir(str(work), PREDICT_NONE).predict(str(tmp_path / "frames"))
+  probs = np.array([[r[f"p_{c}"] for c in pred.summary["model"]["class_names"]] for r in pred.rows])
+  with np.load(work / "report" / "behaviour.npz") as z:
+    np.testing.assert_allclose(probs, z["probs"][0], atol=1e-5)  # as the test above
+  assert len(pred.rows) == seq.frames.shape[1]
+  assert not any(k.startswith("forecast_") for k in pred.columns)  # see SedlModel
+
+
 def test_smoothing_never_adds_changes_on_a_flickering_track():
   from sedl_jax.predict import smoothing
   # Two classes trading the lead by a hair every frame: raw labels change every

@@ -211,6 +211,9 @@ def behaviour(variant: str) -> ml_collections.ConfigDict:
   bound_steps(b, variant, 300)
   b.optimizer = optimizer("adam", 1e-3)
   b.features = "static+temporal"  # static | temporal | static+temporal
+  # The static features' encoder: frozen (contrastive) | finetune (the ssl_finetune
+  # stage's, listed before behaviour).
+  b.encoder = "frozen"
   b.hidden = {"tiny": 32, "quick": 128, "paper": 256}[variant]
   b.dropout = 0.1
   b.class_weighting = "none"  # none | balanced

@@ -28,6 +28,7 @@ def choices() -> dict[tuple[str, str], tuple[str, ...]]:
   out = {("temporal", "positional"): temporal_model.POSITIONAL,
          ("temporal", "output"): temporal_model.OUTPUTS,
          ("behaviour", "features"): behaviour.FEATURES,
+         ("behaviour", "encoder"): behaviour.ENCODERS,
          ("report", "random_forest_features"): ("hog", "pixels")}
   for section in ("supervised_cnn", "ssl_finetune", "classifier"):
     out[(section, "mode")] = classifier.MODES
@@ -238,6 +239,21 @@ def _check_label_efficiency(config) -> None:
                         f"config.{section}: that section is missing")
 
 
+def _check_finetuned_behaviour(config, stages) -> None:
+  """behaviour.encoder=finetune reads the ssl_finetune stage's encoder."""
+  if "ssl_finetune" not in config:
+    raise ConfigError("config.behaviour.encoder='finetune' reads the ssl_finetune stage's "
+                      "encoder: config.ssl_finetune is missing")
+  if "ssl_finetune" in stages and stages.index("ssl_finetune") > stages.index("behaviour"):
+    raise ConfigError("config.behaviour.encoder='finetune': list 'ssl_finetune' before "
+                      "'behaviour' in config.stages")
+  rows = config.get("label_efficiency", {}).get("rows", ()) if "label_efficiency" in stages else ()
+  if "sedl" in rows and "ssl_finetune" not in rows:
+    raise ConfigError("config.behaviour.encoder='finetune' with label efficiency's 'sedl' row "
+                      "needs its 'ssl_finetune' row too (else SEDL would read an encoder "
+                      "fine-tuned on every label)")
+
+
 def _check_init_from(config, s: str) -> None:
   """The pretrained encoder exists and fits, before anything compiles."""
   from sedl_jax.stages import encoder_init  # it reads checkpoints: loaded only when asked
@@ -261,6 +277,8 @@ def validate(config, *, known_stages, num_devices: int, process_count: int = 1) 
                         f"expected one of {allowed}")
   if "label_efficiency" in stages:
     _check_label_efficiency(config)
+  if "behaviour" in stages and config.behaviour.get("encoder", "frozen") == "finetune":
+    _check_finetuned_behaviour(config, stages)
   for s in stages:
     if s in TRAINED_STAGES:
       _check_trained_stage(config, s, num_devices, process_count)

@@ -110,6 +110,14 @@ class SedlModel:
     embed = features.image_model(self.encoder.model, ctx.dp, batch_size, select=lambda o: o[0])
     self.embed = lambda images: embed(self.encoder.variables, images)
     self.features = head_meta["stage_model"]["features"]
+    self.static_embed = None
+    if head_meta["stage_model"].get("encoder") == "finetune":
+      # The heads read the fine-tuned encoder's features as their static part.
+      f_meta = stage_meta(config, workdir, behaviour.FINETUNE_STAGE)
+      fctx = _context(config, workdir, f_meta)
+      tuned = stage_lib.restore(fctx, classifier.model_spec(fctx, behaviour.FINETUNE_STAGE))
+      f_embed = features.image_model(tuned.model, ctx.dp, batch_size, select=lambda o: o[0])
+      self.static_embed = lambda images: f_embed(tuned.variables, images)
     if "static_mean" not in head_meta:
       raise MissingCheckpoint(f"{workdir}: the behaviour checkpoint predates prediction (no "
                               f"static-feature statistics); retrain it with "
@@ -134,6 +142,10 @@ class SedlModel:
       self.temporal = stage_lib.restore(_context(config, workdir, t_meta), tspec)
       self.context_fn = temporal.make_context_fn(self.temporal.model)
     self.horizons = [int(h) for h in horizons if 0 < int(h) < getattr(self, "window", 0)]
+    if self.static_embed is not None and "static" in self.features:
+      # Forecasts are future contrastive embeddings; these heads read fine-tuned
+      # features, so no forecast (nor surprise) can be classified.
+      self.horizons = []
     self.steps = {"contrastive": self.encoder.step, "behaviour": self.heads.step}
     if self.temporal is not None:
       self.steps["temporal"] = self.temporal.step
@@ -141,7 +153,10 @@ class SedlModel:
 
   def face_outputs(self, faces: np.ndarray) -> dict:
     """Per-face arrays computed batch by batch: the encoder features."""
-    return {"embedding": np.asarray(self.embed(faces), np.float32)}
+    out = {"embedding": np.asarray(self.embed(faces), np.float32)}
+    if self.static_embed is not None:
+      out["static"] = np.asarray(self.static_embed(faces), np.float32)
+    return out
 
   def _head_inputs(self, static: np.ndarray, context: np.ndarray | None) -> np.ndarray:
     return behaviour.frame_features(self.features, (static - self.mean) / self.std, context)
@@ -153,7 +168,7 @@ class SedlModel:
     h = per_face["embedding"]
     unit = unit_norm(h)
     context = self._contexts(unit) if self.temporal is not None else None
-    x = self._head_inputs(h, context)
+    x = self._head_inputs(per_face.get("static", h), context)
     out = {"probs": self._emotion_probs(x)}
     if self.trait_names:
       out["traits"] = self._traits(x)

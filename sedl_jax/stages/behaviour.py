@@ -2,7 +2,9 @@
 (independent sigmoids), fed by static embeddings, temporal context, or both.
 
 Static features are the frozen encoder's frame features (standardised with
-train statistics); temporal context is the frozen predictor's causal hidden
+train statistics): the contrastive encoder (`behaviour.encoder=frozen`), or
+the same encoder fine-tuned with labels by the `ssl_finetune` stage
+(`finetune`); temporal context is the frozen predictor's causal hidden
 state at each frame, so a frame's prediction uses that frame and the frames
 before it, never later ones. Trait heads train only when the data has trait
 labels; otherwise the results say so.
@@ -24,6 +26,8 @@ from sedl_jax.train import stage as stage_lib
 
 STAGE = "behaviour"
 FEATURES = ("static", "temporal", "static+temporal")
+ENCODERS = ("frozen", "finetune")
+FINETUNE_STAGE = "ssl_finetune"
 
 
 class BehaviourHeads(nn.Module):
@@ -73,12 +77,29 @@ def make_loss_fn(model, weights: np.ndarray, has_traits: bool):
   return loss_fn
 
 
-def static_stats(ctx) -> tuple[np.ndarray, np.ndarray]:
-  """Mean and std of the train split's encoder features: the static features'
-  standardisation, saved in the checkpoint so prediction standardises the same way."""
+def static_features(ctx) -> dict[str, np.ndarray]:
+  """Per-split static features [S, T, D] of every frame (data without sequences:
+  each static image as a one-frame sequence), from `behaviour.encoder`."""
   emb = ctx.embeddings
-  train = emb.frames["train"] if emb.frames else emb.images["train"]
-  flat = train.reshape(-1, train.shape[-1])
+  if ctx.config.behaviour.get("encoder", "frozen") == "frozen":
+    return emb.frames if emb.frames else {s: emb.images[s][:, None, :] for s in SPLITS}
+  from sedl_jax.stages import classifier  # the fine-tuned encoder is a classifier stage's
+  predict = classifier.predictor(ctx, classifier.restore(ctx, FINETUNE_STAGE), FINETUNE_STAGE)
+  data, out = ctx.data, {}
+  for s in SPLITS:
+    if data.sequences is None:
+      out[s] = np.asarray(predict(data.images[s].images)[0])[:, None, :]
+    else:
+      frames = data.sequences[s].frames
+      h = np.asarray(predict(frames.reshape(-1, *frames.shape[2:]))[0])
+      out[s] = h.reshape(*frames.shape[:2], -1)
+  return out
+
+
+def static_stats(per_split: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and std of the train split's static features: their standardisation,
+  saved in the checkpoint so prediction standardises the same way."""
+  flat = per_split["train"].reshape(-1, per_split["train"].shape[-1])
   return flat.mean(0), flat.std(0) + 1e-6
 
 
@@ -96,12 +117,11 @@ def label_transitions(data) -> list | None:
   return counts.tolist()
 
 
-def _inputs(ctx, features: str) -> dict[str, np.ndarray]:
+def _inputs(ctx, features: str, per_split: dict) -> dict[str, np.ndarray]:
   """Per-split frame features [S, T, F] for the feature kind; data without
   sequences gives each static image as a one-frame sequence."""
   emb = ctx.embeddings
-  per_split = emb.frames if emb.frames else {s: emb.images[s][:, None, :] for s in SPLITS}
-  mean, std = static_stats(ctx)
+  mean, std = static_stats(per_split)
   context = None
   if features != "static":
     predictor = temporal.restore(ctx)
@@ -139,14 +159,19 @@ def heads_spec(cfg, num_classes: int, feature_dim: int, seq_len: int, num_traits
   `config.behaviour`, `meta` the stage's extra metadata."""
   model = BehaviourHeads(num_classes, num_traits, int(cfg.hidden), float(cfg.dropout))
   return stage_lib.ModelSpec(STAGE, model, (((1, seq_len, feature_dim), "float32"),),
-                             {"features": features, "hidden": cfg.hidden, "dropout": cfg.dropout},
+                             dict({"features": features, "hidden": cfg.hidden,
+                                   "dropout": cfg.dropout},
+                                  # Saved only when not the default, so older
+                                  # checkpoints (frozen encoder) still restore.
+                                  **({"encoder": "finetune"}
+                                     if cfg.get("encoder", "frozen") == "finetune" else {})),
                              meta=meta)
 
 
 def model_spec(ctx, feature_dim: int, seq_len: int, num_traits: int,
-               features: str) -> stage_lib.ModelSpec:
+               features: str, per_split: dict) -> stage_lib.ModelSpec:
   data = ctx.data
-  mean, std = static_stats(ctx)
+  mean, std = static_stats(per_split)
   return heads_spec(ctx.config.behaviour, len(data.class_names), feature_dim, seq_len, num_traits,
                     features, {"trait_names": list(data.trait_names) if num_traits else [],
                                "static_mean": mean.tolist(), "static_std": std.tolist(),
@@ -165,12 +190,13 @@ def _feature_kind(ctx) -> tuple[str, str]:
 def run(ctx) -> StageResult:
   cfg, data = ctx.config.behaviour, ctx.data
   features, note = _feature_kind(ctx)
-  x = _inputs(ctx, features)
+  per_split = static_features(ctx)
+  x = _inputs(ctx, features, per_split)
   train_y, _, train_traits = _targets(data, "train")
   num_classes = len(data.class_names)
   has_traits = train_traits is not None and len(data.trait_names) > 0
   spec = model_spec(ctx, x["train"].shape[-1], x["train"].shape[1],
-                    len(data.trait_names) if has_traits else 0, features)
+                    len(data.trait_names) if has_traits else 0, features, per_split)
   arrays = {"x": x["train"], "label": train_y.astype(np.int32)}
   if has_traits:
     arrays["traits"] = train_traits.astype(np.float32)
@@ -189,6 +215,7 @@ def _evaluate(ctx, trained, x_test, features: str, has_traits: bool, note: str) 
   labelled = test_y.ravel() >= 0
   result = {
       "features": features,
+      "encoder": ctx.config.behaviour.get("encoder", "frozen"),
       "step": trained.step,
       "emotion": intervals.with_interval(classification.classification_metrics(
           test_y.ravel()[labelled], probs.argmax(-1).ravel()[labelled], len(data.class_names)),

@@ -173,6 +173,8 @@ def run(ctx) -> StageResult:
 def _row_label(ctx, key: str) -> str:
   feats = (ctx.config.behaviour.features if key == "sedl"
            else ctx.config.report.random_forest_features)
+  if key == "sedl" and ctx.config.behaviour.get("encoder", "frozen") == "finetune":
+    feats += ", fine-tuned encoder"
   return ROW_NAMES[key].format(features=feats)
 
 

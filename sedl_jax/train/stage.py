@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -143,8 +144,8 @@ def restore(ctx, spec: ModelSpec, step: int | None = None, expected: dict | None
   optimiser or train state is built. `expected` is the metadata the checkpoint
   must match (default: `expected_meta`, from the config and the data); a caller
   without the training data passes what it knows (e.g. the model config).
-  Read from `workdir`, else the context's `restore_from` (a sub-run's earlier
-  stages), else its workdir."""
+  Read from `workdir`, else the context's workdir when it holds the stage, else
+  its `restore_from` (a sub-run takes its parent run's earlier stages)."""
   dp = ctx.dp
   abstract = jax.eval_shape(lambda *x: spec.model.init(jax.random.PRNGKey(0), *x, train=False),
                             *spec.example_inputs(abstract=True))
@@ -153,7 +154,10 @@ def restore(ctx, spec: ModelSpec, step: int | None = None, expected: dict | None
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dp.replicated),
                           abstract)
   keep = int(ctx.config[spec.name].get("keep_checkpoints", 2))
-  workdir = workdir or getattr(ctx, "restore_from", None) or ctx.workdir
+  if workdir is None:
+    # A sub-run's own checkpoint of the stage first, else its parent run's.
+    own = os.path.isdir(os.path.join(ctx.workdir, "checkpoints", spec.name))
+    workdir = ctx.workdir if own else (getattr(ctx, "restore_from", None) or ctx.workdir)
   with StageCheckpoints(workdir, spec.name, keep=keep) as ckpt:
     variables, meta = ckpt.restore_model(
         abstract, expected_meta(ctx, spec) if expected is None else expected, step)
