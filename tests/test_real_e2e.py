@@ -106,6 +106,7 @@ def test_sedl_on_image_folder_without_sequences(tmp_path):
   c2.stages = ("contrastive",)
   c2.contrastive.init_from = str(tmp_path / "w")
   c2.contrastive.steps = c2.contrastive.epochs = 0
+  c2.contrastive.pixel_baseline = False
   results2 = runner.run(c2, str(tmp_path / "w2"))
   step0, started = _encoder_params(tmp_path / "w2")
   _, source = _encoder_params(tmp_path / "w")
