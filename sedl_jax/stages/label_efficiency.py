@@ -103,8 +103,8 @@ def _sub_config(config, pipe: Pipeline):
 
 
 def _sub_context(ctx, fraction: float, data) -> Context:
-  sub = Context(config=_sub_config(ctx.config, _pipeline(ctx)), workdir=os.path.join(ctx.workdir, "label_efficiency",
-                                                        f"{fraction:g}"),
+  sub = Context(config=_sub_config(ctx.config, _pipeline(ctx)),
+                workdir=os.path.join(ctx.workdir, "label_efficiency", f"{fraction:g}"),
                 mode=ctx.mode, allow_config_change=ctx.allow_config_change,
                 restore_from=ctx.workdir)
   # The sub-run shares the devices and the frozen encoder's embeddings; only
