@@ -379,3 +379,26 @@ def test_unlabelled_sources_are_named_layout_colon_path_and_checked(tmp_path):
                     ((f"image_folder:{tmp_path}/fer.csv",), "reads a folder")):
     with pytest.raises(ValueError, match=says):
       unlabelled.check(bad)
+
+
+def test_an_opencv_error_inside_a_video_is_a_skipped_item(tmp_path, faces, monkeypatch):
+  """cv2.error (a corrupt stream inside a readable container) and MemoryError cost
+  one item, counted with its reason; the rest of the folder is prepared."""
+  root = tmp_path / "f"
+  fx.image_folder(str(root), faces)
+  fx.write_video(str(root / "happiness" / "clip.avi"), faces.images["train"].images[:3])
+  real_frames = decode.video_frames
+
+  def broken(path, *a, **k):
+    yield from real_frames(path, *a, **k)
+    raise cv2.error("OpenCV(4.x) error: (-215:Assertion failed) !_src.empty()")
+
+  monkeypatch.setattr(decode, "video_frames", broken)
+  from sedl_jax.data import prepare, scan
+  cfg = defaults.data("tiny")
+  cfg.name, cfg.path, cfg.cache_dir = "image_folder", str(root), str(tmp_path / "c")
+  sc = scan.faces(str(root))
+  arrays, report, _ = prepare.prepare(sc, cfg, str(root))
+  (reason,) = [r for r in report["skipped"] if r.startswith("OpenCV error while decoding")]
+  assert "clip.avi" in report["skipped"][reason]["first"][0]
+  assert report["images_prepared"] == len(sc.items) - 1

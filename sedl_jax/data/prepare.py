@@ -20,6 +20,7 @@ import shutil
 import threading
 
 import grain
+import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 from tqdm import tqdm
@@ -156,6 +157,11 @@ def _decoded(items, decoder, num_threads: int):
       return decoder(item)
     except decode.BadItem as e:
       return e
+    except (cv2.error, MemoryError) as e:
+      # An OpenCV failure inside a video or image, or a frame too big for memory,
+      # costs that one item, never the whole preparation.
+      what = "OpenCV error" if isinstance(e, cv2.error) else type(e).__name__
+      return decode.BadItem(f"{what} while decoding: {str(e).strip()[:200]}")
   with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
     for start in range(0, len(items), 256):
       chunk = items[start:start + 256]
