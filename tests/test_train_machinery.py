@@ -177,3 +177,34 @@ def test_label_efficiency_caps_only_its_own_retraining():
     assert (sub[section].min_steps, sub[section].max_steps) == (60, 60)
     assert c[section].min_steps > 60  # the run's own config is untouched
   assert sub.contrastive.to_dict() == c.contrastive.to_dict()
+
+
+def test_a_failure_on_process_0_stops_every_process_with_its_message(monkeypatch):
+  """Data preparation across processes: process 0 prepares while the others wait
+  in a broadcast; its error reaches them (no hang). Simulated in one process."""
+  from jax.experimental import multihost_utils
+  from sedl_jax.data import real
+  from sedl_jax.train import mesh
+  sent = {}
+
+  def broadcast(x):  # process 0's array is what every process receives
+    sent.setdefault("from_0", np.asarray(x))
+    return sent["from_0"]
+
+  monkeypatch.setattr(multihost_utils, "broadcast_one_to_all", broadcast)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+
+  def fails():
+    raise ValueError("/data/x.csv: no usable images")
+
+  with pytest.raises(ValueError, match="no usable images"):  # process 0: its own error
+    mesh.lead_then_all("preparing /data/x.csv", fails, real.DataError)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  with pytest.raises(real.DataError, match="process 0 failed while preparing /data/x.csv: "
+                                           "ValueError: /data/x.csv: no usable images"):
+    mesh.lead_then_all("preparing /data/x.csv", lambda: None, real.DataError)
+  sent.clear()
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+  assert mesh.lead_then_all("x", lambda: 7) == 7  # success: the result, no error anywhere
+  assert not bytes(sent["from_0"]).strip(b"\0")

@@ -29,13 +29,13 @@ class DataError(ValueError):
 
 
 def prepare_once(sc, data_cfg):
-  """Process 0 prepares the cache; the others wait for it, then read it."""
+  """Process 0 prepares the cache; the others wait for it, then read it. When
+  process 0 fails, every process stops with its message (none waits forever)."""
   import jax
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    if jax.process_index() == 0:
-      prepare.prepare(sc, data_cfg, data_cfg.path)
-    multihost_utils.sync_global_devices("sedl_jax data prepared")
+    from sedl_jax.train.mesh import lead_then_all
+    lead_then_all(f"preparing {data_cfg.path}", lambda: prepare.prepare(sc, data_cfg, data_cfg.path),
+                  DataError)
   return prepare.prepare(sc, data_cfg, data_cfg.path)
 
 

@@ -59,6 +59,31 @@ def to_host(x) -> np.ndarray:
   return np.asarray(jax.device_get(x))
 
 
+def lead_then_all(what: str, lead_fn, error_type=RuntimeError, max_bytes: int = 4096):
+  """Runs `lead_fn` on process 0 while the others wait, and returns its result
+  there. Every process then learns whether it failed (process 0's message,
+  broadcast): process 0 re-raises its error and the others raise `error_type`
+  with the same message, so a failure never leaves the other processes waiting."""
+  if jax.process_count() == 1:
+    return lead_fn()
+  from jax.experimental import multihost_utils
+  result, error, message = None, None, b""
+  if jax.process_index() == 0:
+    try:
+      result = lead_fn()
+    except Exception as e:  # noqa: BLE001 - re-raised below, on every process
+      error, message = e, f"{type(e).__name__}: {e}".encode()[:max_bytes]
+  # The broadcast is also the barrier: nobody goes on before process 0 is done.
+  shared = multihost_utils.broadcast_one_to_all(
+      np.frombuffer(message.ljust(max_bytes, b"\0"), np.uint8))
+  text = bytes(np.asarray(shared, np.uint8)).rstrip(b"\0").decode(errors="replace")
+  if error is not None:
+    raise error
+  if text:
+    raise error_type(f"process 0 failed while {what}: {text}")
+  return result
+
+
 def barrier(name: str) -> None:
   """Every process waits here (a no-op with one): files process 0 wrote are then there."""
   if jax.process_count() > 1:
