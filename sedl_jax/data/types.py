@@ -107,7 +107,6 @@ class FaceData:
     seq = self.sequences[split]
     return seq.frames.reshape(-1, *seq.frames.shape[2:]), seq.labels.reshape(-1)
 
-
   def eval_groups(self, split: str, static: bool = False) -> np.ndarray:
     """int [M]: the group of each `eval_set` item (of `images[split]` when
     `static`) for confidence intervals: its subject; without one, its sequence;
