@@ -20,17 +20,11 @@ import os
 import numpy as np
 
 from sedl_jax import atomic_io
-from sedl_jax.data import scan
+from sedl_jax.data import real, scan
 from sedl_jax.data.types import FaceData, fingerprint_arrays
 
-LAYOUTS = {
-    "faces": lambda c: scan.faces(c.path),
-    "image_folder": lambda c: scan.image_folder(c.path),
-    "named_folder": lambda c: scan.image_folder(c.path, c.name_pattern),
-    "fer2013": lambda c: scan.fer2013(c.path),
-    "sequence_folder": lambda c: scan.sequence_folder(c.path),
-    "manifest": lambda c: scan.manifest(c.path, bool(c.allow_outside_paths)),
-}
+# `faces`, and every labelled layout with its own scanner (labels ignored later).
+LAYOUTS = {"faces": lambda c: scan.faces(c.path), **real.SCANNERS}
 # Layouts whose path is one file (faces takes a folder or one video/image).
 FILE_LAYOUTS = ("fer2013", "manifest")
 
@@ -80,7 +74,6 @@ def held_out_hashes(data: FaceData) -> set[str]:
 
 
 def _prepare(layout: str, path: str, data_cfg):
-  from sedl_jax.data import real  # real imports the labelled sources' machinery
   cfg = data_cfg.copy_and_resolve_references()
   with cfg.unlocked():
     cfg.name, cfg.path = layout, path

@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 
 from sedl_jax.config.validate import ConfigError
 from sedl_jax.models import registry as models
-from sedl_jax.train.checkpoint import CheckpointMismatch, StageCheckpoints
+from sedl_jax.train.checkpoint import CheckpointMismatch, StageCheckpoints, config_diff
 
 PRETRAINING_STAGES = ("contrastive", "barlow")
 # config.model fields that decide the encoder's variables (dtype only changes compute).
@@ -47,8 +47,8 @@ def locate(path: str, stage: str) -> tuple[str, str]:
 def check_meta(meta: dict, config, image_shape, where: str) -> None:
   """CheckpointMismatch listing every field that differs."""
   saved = meta.get("model", {})
-  diffs = [f"config.model.{k}: checkpoint has {saved.get(k)!r}, config has {config.model[k]!r}"
-           for k in ENCODER_FIELDS if saved.get(k) != config.model[k]]
+  diffs = config_diff({k: saved.get(k) for k in ENCODER_FIELDS},
+                      {k: config.model[k] for k in ENCODER_FIELDS}, "config.model")
   h, _, c = image_shape
   for key, value in (("image_size", int(h)), ("channels", int(c))):
     if meta.get(key) != value:
