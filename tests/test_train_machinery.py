@@ -172,7 +172,9 @@ def test_label_fractions_are_stratified_with_one_per_class_at_least():
 def test_label_efficiency_caps_only_its_own_retraining():
   from sedl_jax.stages import label_efficiency
   c = sedl.get_config("quick")
-  sub = label_efficiency._sub_config(c, label_efficiency.PIPELINES["sedl"])
+  sub = label_efficiency._sub_config(c, label_efficiency.PIPELINES["sedl"], 0.1)
+  # At 1.0 a row without its full-label stage trains as configured, uncapped.
+  assert label_efficiency._sub_config(c, label_efficiency.PIPELINES["sedl"], 1.0) is c
   for section in ("supervised_cnn", "ssl_finetune", "behaviour"):
     assert (sub[section].min_steps, sub[section].max_steps) == (60, 60)
     assert c[section].min_steps > 60  # the run's own config is untouched

@@ -85,11 +85,12 @@ def _ssl_features(ctx, pipe: Pipeline, scored: dict) -> dict:
   return out
 
 
-def _sub_config(config, pipe: Pipeline):
+def _sub_config(config, pipe: Pipeline, fraction: float):
   """The run's config with the trained rows' lengths capped at
-  `label_efficiency.max_steps` (when > 0)."""
+  `label_efficiency.max_steps` (when > 0) below 1.0; at 1.0 (a row whose
+  full-label stage did not run) the stage trains as configured."""
   cap = int(config.label_efficiency.get("max_steps", 0))
-  if cap <= 0:
+  if cap <= 0 or fraction >= 1:
     return config
   sub = config.copy_and_resolve_references()
   for section in ("supervised_cnn", pipe.finetune_stage, "behaviour"):
@@ -103,7 +104,7 @@ def _sub_config(config, pipe: Pipeline):
 
 
 def _sub_context(ctx, fraction: float, data) -> Context:
-  sub = Context(config=_sub_config(ctx.config, _pipeline(ctx)),
+  sub = Context(config=_sub_config(ctx.config, _pipeline(ctx), fraction),
                 workdir=os.path.join(ctx.workdir, "label_efficiency", f"{fraction:g}"),
                 mode=ctx.mode, allow_config_change=ctx.allow_config_change,
                 restore_from=ctx.workdir)
