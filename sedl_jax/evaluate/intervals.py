@@ -93,6 +93,13 @@ def compare(correct_a, correct_b, groups=None, seed: int = 0) -> dict:
   return out
 
 
+def paired(name_a: str, name_b: str, correct_a, correct_b, groups=None) -> dict:
+  """`compare` with its one-line `verdict` under "verdict" (what the reports show)."""
+  result = compare(correct_a, correct_b, groups)
+  result["verdict"] = verdict(name_a, name_b, result)
+  return result
+
+
 def percent(value: float, ci) -> str:
   """'42.0 (38.1-45.9)': an accuracy and its interval, in percent."""
   if ci is None:

@@ -79,11 +79,9 @@ def _comparisons(run_dirs: dict) -> dict:
     za, zb = a.arrays, b.arrays
     if not np.array_equal(za["test_index"], zb["test_index"]):
       continue  # rows scored on other images (another dataset or split): not paired
-    result = intervals.compare(za["vote"] == za["labels"], zb["vote"] == zb["labels"],
-                               za["groups"])
-    result["verdict"] = intervals.verdict(ablations.DESCRIPTIONS["proposed"],
-                                          ablations.DESCRIPTIONS[other], result)
-    out[f"proposed_vs_{other}"] = result
+    out[f"proposed_vs_{other}"] = intervals.paired(
+        ablations.DESCRIPTIONS["proposed"], ablations.DESCRIPTIONS[other],
+        za["vote"] == za["labels"], zb["vote"] == zb["labels"], za["groups"])
   return out
 
 

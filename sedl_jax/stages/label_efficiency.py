@@ -192,10 +192,9 @@ def run(ctx) -> StageResult:
     found["comparisons"] = {}
     for a, b in COMPARISONS:
       if a in predicted and b in predicted:
-        c = intervals.compare(np.asarray(predicted[a]) == te_y, np.asarray(predicted[b]) == te_y,
-                              groups)
-        c["verdict"] = intervals.verdict(LABELS[a], LABELS[b], c)
-        found["comparisons"][f"{a}_vs_{b}"] = c
+        found["comparisons"][f"{a}_vs_{b}"] = intervals.paired(
+            LABELS[a], LABELS[b], np.asarray(predicted[a]) == te_y,
+            np.asarray(predicted[b]) == te_y, groups)
     fractions[f"{fraction:g}"] = found
   metrics = {"scored_on": int(len(te_y)), "rows": list(rows), "labels": LABELS,
              "fractions": fractions}

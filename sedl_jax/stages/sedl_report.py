@@ -101,11 +101,9 @@ def comparisons(ctx, rows: dict) -> dict:
   out = {}
   for a, b in COMPARISONS:
     if isinstance(rows.get(a), dict) and isinstance(rows.get(b), dict):
-      result = intervals.compare(np.asarray(rows[a]["predicted"]) == y,
-                                 np.asarray(rows[b]["predicted"]) == y, groups)
-      result["verdict"] = intervals.verdict(ROW_NAMES[a].split(" (")[0],
-                                            ROW_NAMES[b].split(" (")[0], result)
-      out[f"{a}_vs_{b}"] = result
+      out[f"{a}_vs_{b}"] = intervals.paired(
+          ROW_NAMES[a].split(" (")[0], ROW_NAMES[b].split(" (")[0],
+          np.asarray(rows[a]["predicted"]) == y, np.asarray(rows[b]["predicted"]) == y, groups)
   return out
 
 
