@@ -2,6 +2,7 @@
 lax.scan) with n samples per image (vmap), the `quick` noise network, features given.
 
   python bench/card_sampling.py --out=bench/results [--samples=100] [--timesteps=1000]
+      [--dtype=float32|bfloat16|auto]
 
 Writes `card_sampling.json` in --out. The encoder pass is not included: CARD's x
 features are computed once per image, before sampling, at the encoder's speed.
@@ -22,6 +23,8 @@ _SAMPLES = flags.DEFINE_integer("samples", 100, "Samples per image (n).")
 _TIMESTEPS = flags.DEFINE_integer("timesteps", 1000, "Diffusion steps (T).")
 _BATCH = flags.DEFINE_integer("batch", 0, "Images per jitted call (0 = config.card.eval_batch_size).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls after the compile call.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "auto"],
+                           "The noise network's compute dtype (config.model.dtype).")
 
 
 def main(argv):
@@ -41,7 +44,8 @@ def main(argv):
   feat_dim = registry.build_encoder(c.model).feature_dim
   batch = _BATCH.value or c.card.eval_batch_size
   sched = diffusion.Schedule.linear(_TIMESTEPS.value, c.card.beta_start, c.card.beta_end)
-  net = NoiseNet(nc, c.card.hidden, sched.timesteps)
+  c.model.dtype = _DTYPE.value
+  net = NoiseNet(nc, c.card.hidden, sched.timesteps, registry.compute_dtype(c.model))
   variables = net.init(jax.random.PRNGKey(0), jnp.zeros((1, feat_dim)), jnp.zeros((1, nc)),
                        jnp.zeros((1, nc)), jnp.zeros((1,), jnp.int32))
   sampler = card.make_sampler(net, sched, _SAMPLES.value)
@@ -65,6 +69,7 @@ def main(argv):
       "devices": [str(d) for d in jax.devices()], **bench_output.machine(),
       "num_samples": _SAMPLES.value, "timesteps": sched.timesteps,
       "hidden": c.card.hidden, "feature_dim": feat_dim, "batch_images": batch,
+      "dtype": jnp.dtype(registry.compute_dtype(c.model)).name,
       "seconds_per_batch": dt, "images_per_s": batch / dt,
       "network_evaluations_per_s": batch * _SAMPLES.value * sched.timesteps / dt,
       "compile_s": compile_s,

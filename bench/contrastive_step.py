@@ -2,6 +2,7 @@
 peak memory, for the `quick` and `paper` variants on whatever devices are present.
 
   python bench/contrastive_step.py --out=bench/results [--variants=quick,paper] [--steps=5]
+      [--dtypes=config|float32,bfloat16]
 
 Writes `contrastive_step.json` in --out. Peak memory is the device allocator's
 peak where the backend reports it (GPU), else the process's peak RSS (CPU).
@@ -23,11 +24,14 @@ _VARIANTS = flags.DEFINE_list("variants", ["quick", "paper"], "Config variants t
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps after the compile step.")
 _CPU_DEVICES = flags.DEFINE_string(
     "cpu_devices", "auto", "XLA CPU devices: auto (one per usable core, as launch.py) or N.")
+_DTYPES = flags.DEFINE_list(
+    "dtypes", ["config"], "Compute dtypes to measure each variant in: config (the variant's "
+    "config.model.dtype; paper: auto = bfloat16 on a GPU), float32, bfloat16.")
 _PAPER_BATCH = flags.DEFINE_integer("paper_batch", 0,
                                     "Override the paper batch (0 = config; CPU uses 32).")
 
 
-def measure(variant: str, steps: int) -> dict:
+def measure(variant: str, dtype: str, steps: int) -> dict:
   import jax
   import numpy as np
   from configs import sedl
@@ -35,7 +39,10 @@ def measure(variant: str, steps: int) -> dict:
   from sedl_jax.train import optim, stage as stage_lib, state as train_state
   from sedl_jax.train.mesh import DataParallel
 
+  from sedl_jax.models import registry
   c = sedl.get_config(variant)
+  if dtype != "config":
+    c.model.dtype = dtype
   dp = DataParallel.create()
   if variant == "paper":
     batch = _PAPER_BATCH.value or (c.contrastive.batch_size if jax.default_backend() != "cpu" else 32)
@@ -66,6 +73,7 @@ def measure(variant: str, steps: int) -> dict:
   return {
       "variant": variant, "batch": batch, "image_size": size, "channels": ch,
       "encoder": c.model.encoder, "width": c.model.width, "stem": c.model.stem,
+      "dtype": jax.numpy.dtype(registry.compute_dtype(c.model)).name,
       "step_s": dt, "images_per_s": 2 * batch / dt, "compile_s": compile_s,
       "peak_device_bytes": peak,
       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -88,7 +96,7 @@ def main(argv):
       "device_count": jax.device_count(),
       "cpu_devices_flag": _CPU_DEVICES.value,
       **bench_output.machine(),
-      "results": [measure(v, _STEPS.value) for v in _VARIANTS.value],
+      "results": [measure(v, d, _STEPS.value) for v in _VARIANTS.value for d in _DTYPES.value],
   }
   bench_output.write(_OUT.value, "contrastive_step", result)
 

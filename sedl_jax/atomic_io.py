@@ -3,6 +3,7 @@ run killed mid-write leaves the old file or the new one, never half of one."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from typing import Callable
@@ -10,10 +11,35 @@ from typing import Callable
 import numpy as np
 
 
+def pid_alive(pid: int) -> bool:
+  """Whether a process with this id runs on this machine (a temporary file's
+  writer that does not was killed mid-write)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _remove_dead_temps(root: str, ext: str) -> None:
+  # A writer killed between write and rename leaves its temporary file; the
+  # next write of the same file clears it (a live writer's is left alone).
+  for tmp in glob.glob(f"{glob.escape(root)}.tmp-*{glob.escape(ext)}"):
+    pid = tmp[len(root) + len(".tmp-"):len(tmp) - len(ext)]
+    if pid.isdigit() and not pid_alive(int(pid)):
+      try:
+        os.remove(tmp)
+      except OSError:
+        pass
+
+
 def write_with(path: str, write: Callable[[str], None]) -> None:
   """Calls write(tmp_path), then renames the result onto `path`."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   root, ext = os.path.splitext(path)
+  _remove_dead_temps(root, ext)
   # Keep the extension: numpy and matplotlib choose the format from it.
   tmp = f"{root}.tmp-{os.getpid()}{ext}"
   try:

@@ -7,13 +7,14 @@ which can then read their results (`results.read(workdir/<row>, stage)`).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
 import jax
 from tqdm import tqdm
 
-from sedl_jax import atomic_io, repeats, results
+from sedl_jax import atomic_io, finished, repeats, results
 from sedl_jax.config import ablations
 from sedl_jax.config.validate import validate
 from sedl_jax.stages import registry
@@ -57,17 +58,33 @@ def run_stages(config, workdir: str, mode: str, allow_config_change: bool = Fals
   out = {}
   ctx = Context(config=config, workdir=workdir, mode=mode, allow_config_change=allow_config_change)
   stages = tuple(config.stages)
+  earlier_timings = _earlier_timings(workdir)
   timings = {"data": _timed_data(ctx)}
   bar = tqdm(stages, desc="stages", unit="stage", disable=len(stages) < 2 or not lead)
   for stage in bar:
     bar.set_postfix_str(stage)
     start = time.perf_counter()
+    result = _finished_earlier(ctx, stage) if mode == "train" else None
+    # No process creates the stage's checkpoint folder while another still looks for it.
+    barrier(f"sedl_jax stage {stage} checked")
+    if result is not None:
+      ctx.results[stage] = result
+      out[stage] = result.metrics
+      timings[stage] = earlier_timings.get(stage, 0.0)  # what computing it took
+      if lead:
+        tqdm.write(f"[runner] {stage}: finished earlier in this workdir with the same config, data "
+                   f"and checkpoints; its results are read back (see {finished.FILE} in the README)")
+      continue
     result = registry.STAGES[stage](ctx)
     timings[stage] = round(time.perf_counter() - start, 2)
     ctx.results[stage] = result
     out[stage] = result.metrics
+    # Every process computes the key: opening checkpoints is collective across processes.
+    done = finished.key(ctx, stage) if mode == "train" else None
     if lead:
       results.write(workdir, stage, result)
+      if done:
+        finished.record(workdir, stage, done)
       if result.summary:
         tqdm.write(result.summary)
     barrier(f"sedl_jax stage {stage} written")  # later stages may read it back
@@ -76,6 +93,22 @@ def run_stages(config, workdir: str, mode: str, allow_config_change: bool = Fals
     atomic_io.write_json(os.path.join(workdir, "timings.json"), timings)
     print("[runner] wall time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
   return out
+
+
+def _finished_earlier(ctx, stage: str):
+  """The stage's results as written when it finished with this config, data and
+  these checkpoints (a restarted run), else None (`sedl_jax.finished`)."""
+  if not finished.matches(ctx.workdir, stage, finished.key(ctx, stage)):
+    return None
+  return results.read(ctx.workdir, stage)
+
+
+def _earlier_timings(workdir: str) -> dict:
+  try:
+    with open(os.path.join(workdir, "timings.json")) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
 
 
 def _timed_data(ctx) -> float:

@@ -2,11 +2,14 @@
 here (with three bad rows): all three Table-3 rows, the report, eval mode."""
 
 import json
+import os
+import pathlib
 
 import numpy as np
 import pytest
 
 import data_fixtures as fx
+import kill_drill as drills
 import learning
 from configs import card_fer
 from sedl_jax import runner
@@ -35,6 +38,26 @@ def tiny_config(fer_root, arg="tiny"):
 def card_run(tmp_path_factory, fer_csv):
   workdir = tmp_path_factory.mktemp("card")
   return workdir, runner.run(tiny_config(fer_csv), str(workdir))
+
+
+def proposed_config(fer_root: str, cache_dir: str):
+  """The proposed row alone, as the fixture's sub-run trains it, preparing its data
+  into `cache_dir`; the kill drill's config (tests/kill_drill.py)."""
+  c = tiny_config(pathlib.Path(fer_root), "tiny,ablation=proposed")
+  c.data.cache_dir = cache_dir
+  return c
+
+
+def test_sigkill_at_each_point_then_restart_equals_an_unbroken_run(card_run, fer_csv, tmp_path):
+  """The proposed row SIGKILLed during data preparation, mid-Barlow (a metrics
+  row past the last checkpoint), during a CARD checkpoint save and during the
+  report, restarted each time: it ends equal to the fixture's unbroken row.
+  (Runs before the tests below that write into the fixture's workdir.)"""
+  workdir, _ = card_run
+  drills.run(("prepare:10", "step:barlow:6", "save:card:8", "write:report/report.md"),
+             "test_card_e2e:proposed_config", [str(fer_csv), str(tmp_path / "c")], tmp_path / "w")
+  drills.assert_same_run(tmp_path / "w", workdir / "proposed", ("barlow", "classifier", "card"))
+  assert os.listdir(tmp_path / "c") == os.listdir(fer_csv / "cache")  # the killed build is gone
 
 
 def test_fer2013_csv_was_read_with_its_splits_and_bad_rows_counted(card_run):

@@ -9,7 +9,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import sedl
-from sedl_jax import runner
+from sedl_jax import finished, runner
+from sedl_jax.stages.context import Context
 from sedl_jax.train import checkpoint
 
 
@@ -56,34 +57,31 @@ def test_run_writes_metrics_checkpoints_and_report(finished_run):
   assert json.load(open(workdir / "config.json"))["contrastive"]["steps"] == 6
 
 
-def test_interrupted_run_resumes_to_identical_parameters(finished_run, tmp_path, monkeypatch):
-  ref_dir, _ = finished_run
-  original = checkpoint.StageCheckpoints.save
+# A crash mid-stage, then resume, equal to an unbroken run: the kill drills of
+# test_real_e2e and test_card_e2e (SIGKILL at four points of whole pipelines).
 
-  def crash_saving_step_6(self, step, *args):
-    if step == 6:  # step 6 is logged, its checkpoint never written
-      raise KeyboardInterrupt("simulated crash")
-    return original(self, step, *args)
 
-  monkeypatch.setattr(checkpoint.StageCheckpoints, "save", crash_saving_step_6)
-  with pytest.raises(KeyboardInterrupt):
-    runner.run(tiny_config(), str(tmp_path))
-  ck = checkpoint.StageCheckpoints(str(tmp_path), "contrastive")
-  assert ck.latest_step() == 4  # the crash lost steps 5-6 only
-  ck.close()
-  monkeypatch.setattr(checkpoint.StageCheckpoints, "save", original)
-  runner.run(tiny_config(), str(tmp_path))
-  step_a, a = _final_params(ref_dir)
-  step_b, b = _final_params(tmp_path)
-  assert step_a == step_b == 6
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
-  # The rows logged after the last checkpoint were dropped on resume, then logged again.
-  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-  logged = [r["step"] for r in rows if r["stage"] == "contrastive" and "loss" in r]
-  assert logged == sorted(set(logged)) and logged[-1] == 6
-  assert logged == [r["step"] for r in map(json.loads, open(ref_dir / "metrics.jsonl"))
-                    if r["stage"] == "contrastive" and "loss" in r]
+def test_a_restart_reads_finished_stages_back_unless_something_changed(finished_run, tmp_path,
+                                                                       capsys):
+  ref_dir, results = finished_run
+  shutil.copytree(ref_dir, tmp_path, dirs_exist_ok=True)
+  capsys.readouterr()
+  again = runner.run(tiny_config(), str(tmp_path))
+  assert again == json.loads(json.dumps(results, default=str))
+  assert "[runner] contrastive: finished earlier" in capsys.readouterr().out
+  runner.run(tiny_config(), str(tmp_path), mode="eval")  # --mode=eval recomputes
+  assert "finished earlier" not in capsys.readouterr().out
+  # Any config value, or another checkpoint (a retrained model), gives another key.
+  ctx = Context(config=tiny_config(), workdir=str(tmp_path))
+  key = finished.key(ctx, "contrastive")
+  assert finished.matches(str(tmp_path), "contrastive", key)
+  c = tiny_config()
+  c.contrastive.knn_k += 1
+  assert finished.key(Context(config=c, workdir=str(tmp_path)), "contrastive") != key
+  step, state = _final_params(tmp_path)
+  with checkpoint.StageCheckpoints(str(tmp_path), "contrastive", keep=5) as ck:
+    ck.save(step + 1, state, {"params": state["params"]}, ck.read_meta())
+  assert finished.key(ctx, "contrastive") != key
 
 
 def test_resuming_with_changed_training_fields_is_refused_naming_them(finished_run, tmp_path):

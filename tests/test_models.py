@@ -23,10 +23,10 @@ def test_resnet18_parameter_count_is_11_69m():
 def test_encoder_output_shapes(stem, size, cbam_on, channels):
   model = registry.ENCODERS["resnet_tiny"](width=0.125, stem=stem, cbam=cbam_on)
   x = jnp.ones((2, size, size, channels))
-  variables = model.init(jax.random.PRNGKey(0), x)
-  h = model.apply(variables, x)
-  chex.assert_shape(h, (2, 64))
-  h, upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  # Jitted: op by op, each of the few hundred small ops compiles on its own (10 s).
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+  chex.assert_shape(jax.eval_shape(model.apply, variables, x), (2, 64))
+  h, upd = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables, x)
   chex.assert_tree_all_finite(h)
   assert "batch_stats" in upd
   has_cbam = any("cbam" in "/".join(str(k) for k in p) for p, _ in
@@ -65,15 +65,3 @@ def test_projection_heads(head):
   bt = heads.BarlowProjector((32, 32, 16))
   vb = bt.init(jax.random.PRNGKey(0), h)
   chex.assert_shape(bt.apply(vb, h), (4, 16))
-
-
-def test_bfloat16_compute_keeps_float32_params():
-  cfg = sedl.get_config("tiny").model
-  cfg.dtype = "bfloat16"
-  enc = registry.build_encoder(cfg)
-  x = jnp.ones((2, 32, 32, 1))
-  v = enc.init(jax.random.PRNGKey(0), x)
-  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v["params"]))
-  h = enc.apply(v, x)
-  assert h.dtype == jnp.float32
-  chex.assert_tree_all_finite(h)

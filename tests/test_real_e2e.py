@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import data_fixtures as fx
+import kill_drill as drills
 from test_sedl_e2e import tiny_config
 from sedl_jax import runner
 from sedl_jax.config import validate
@@ -28,24 +29,49 @@ def _sedl_tiny():
   return c
 
 
-def test_sedl_on_ckplus_named_folder(tmp_path):
-  fx.ckplus_folder(str(tmp_path / "ck"), fx.faces(num_subjects=8, size=32))
+def ckplus_config(data_path: str, cache_dir: str):
+  """SEDL on a CK+-style folder; also the kill drill's config (tests/kill_drill.py)."""
   c = _sedl_tiny()
-  c.data.name, c.data.path, c.data.cache_dir = "named_folder", str(tmp_path / "ck"), str(tmp_path / "c")
+  c.data.name, c.data.path, c.data.cache_dir = "named_folder", data_path, cache_dir
   c.data.sequence_length = 3  # the fixture's sequences have 6 frames: 2 windows each
   c.stages = ("contrastive", "temporal", "behaviour", "report")
   c.report.baselines = ("random_forest", "kmeans", "simclr_linear")
-  results = runner.run(c, str(tmp_path / "w"))
-  metrics = json.load(open(tmp_path / "w" / "report" / "report.json"))
+  return c
+
+
+@pytest.fixture(scope="module")
+def ckplus_run(tmp_path_factory):
+  root = tmp_path_factory.mktemp("ckplus")
+  fx.ckplus_folder(str(root / "ck"), fx.faces(num_subjects=8, size=32))
+  results = runner.run(ckplus_config(str(root / "ck"), str(root / "c")), str(root / "w"))
+  return root, results
+
+
+def test_sedl_on_ckplus_named_folder(ckplus_run):
+  root, results = ckplus_run
+  metrics = json.load(open(root / "w" / "report" / "report.json"))
   assert metrics["evaluated_on"].startswith("every labelled frame")
   # Horizon 4 does not fit 3-frame windows: reported, not crashed.
   assert set(results["temporal"]["test_mse"]) == {"1", "2"}
   assert "horizons_not_evaluated" in results["temporal"]
   for key in ("random_forest", "kmeans", "simclr_linear", "sedl"):
     assert 0.0 <= metrics["table1"][key]["accuracy"] <= 1.0
-  report = json.load(open(tmp_path / "w" / "data_report.json"))
+  report = json.load(open(root / "w" / "data_report.json"))
   assert report["sequences"]["train"]["windows"] > 0
-  assert (tmp_path / "w" / "report" / "report.html").stat().st_size > 1000
+  assert (root / "w" / "report" / "report.html").stat().st_size > 1000
+
+
+def test_sigkill_at_each_point_then_restart_equals_an_unbroken_run(ckplus_run, tmp_path):
+  """SIGKILL during data preparation, mid-stage (a metrics row past the last
+  checkpoint), during a checkpoint save and during the report; each time the
+  same command restarts. The end state equals the unbroken fixture run's."""
+  root, _ = ckplus_run
+  args = [str(root / "ck"), str(tmp_path / "c")]
+  drills.run(("prepare:10", "step:contrastive:6", "save:temporal:8",
+              "write:report/report.md"),
+             "test_real_e2e:ckplus_config", args, tmp_path / "w")
+  drills.assert_same_run(tmp_path / "w", root / "w", ("contrastive", "temporal", "behaviour"))
+  assert os.listdir(tmp_path / "c") == os.listdir(root / "c")  # the killed build is gone
 
 
 def _unlabelled_folder(root, labelled_root):

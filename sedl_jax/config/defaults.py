@@ -100,7 +100,9 @@ def encoder(variant: str, *, cbam: bool = False) -> ml_collections.ConfigDict:
   m.stem = {"tiny": "small", "quick": "strided", "paper": "imagenet"}[variant]
   m.cbam = cbam
   m.cbam_reduction = 16
-  m.dtype = "float32"  # float32 | bfloat16 (bf16 compute, f32 params)
+  # float32 | bfloat16 (bf16 compute; f32 parameters, optimiser state, losses and
+  # BN statistics) | auto (bfloat16 on a GPU/TPU, float32 on the CPU).
+  m.dtype = {"tiny": "float32", "quick": "float32", "paper": "auto"}[variant]
   m.head = "mlp"  # mlp (SEDL: 2 layers + ReLU) | mlp_bn (SimCLR v2 style)
   m.proj_hidden = {"tiny": 32, "quick": 128, "paper": 512}[variant]
   m.proj_dim = {"tiny": 16, "quick": 64, "paper": 128}[variant]

@@ -185,8 +185,9 @@ def _check_model(config) -> None:
     raise ConfigError(
         f"config.data.image_size={d.image_size} is too small for config.model.stem={m.stem!r}, "
         f"which downsamples {need}x: use image_size >= {need} or stem='small'")
-  if m.dtype not in ("float32", "bfloat16"):
-    raise ConfigError(f"config.model.dtype={m.dtype!r}: expected 'float32' or 'bfloat16'")
+  if m.dtype not in ("float32", "bfloat16", "auto"):
+    raise ConfigError(f"config.model.dtype={m.dtype!r}: expected 'float32', 'bfloat16' or 'auto' "
+                      "(bfloat16 on a GPU/TPU, float32 on the CPU)")
 
 
 def _check_trained_stage(config, s: str, num_devices: int, process_count: int) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
+from sedl_jax import atomic_io
 from sedl_jax.data import decode
 from sedl_jax.data.face_crop import FaceCropper
 from sedl_jax.data.labels import LabelMap
@@ -324,21 +325,11 @@ def _entry_report(entry: str, report_path: str) -> dict | None:
   return report
 
 
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
 def _remove_stale(entry: str) -> None:
   """Removes a half-written entry and the `.incomplete-PID` folders of processes
   that no longer run (killed during a build); a live build's folder is left alone."""
   shutil.rmtree(entry, ignore_errors=True)
   for tmp in glob.glob(glob.escape(entry) + ".incomplete-*"):
     pid = tmp.rsplit("-", 1)[1]
-    if not pid.isdigit() or not _pid_alive(int(pid)):
+    if not pid.isdigit() or not atomic_io.pid_alive(int(pid)):
       shutil.rmtree(tmp, ignore_errors=True)

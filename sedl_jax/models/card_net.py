@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -11,13 +13,14 @@ class GatedLinear(nn.Module):
 
   features: int
   timesteps: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, t):
-    h = nn.Dense(self.features, name="linear")(x)
+    h = nn.Dense(self.features, dtype=self.dtype, name="linear")(x)
     # CARD initialises the gates uniform in [0, 1).
     gate = nn.Embed(self.timesteps, self.features, embedding_init=nn.initializers.uniform(1.0),
-                    name="gate")(t)
+                    dtype=self.dtype, name="gate")(t)
     return gate * h
 
 
@@ -26,11 +29,14 @@ class XBranch(nn.Module):
   computes it once per image."""
 
   hidden: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, h, train: bool = False):
-    x = nn.Dense(self.hidden, name="proj")(h)
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, name="norm")(x)
+    x = nn.Dense(self.hidden, dtype=self.dtype, name="proj")(h)
+    # Flax computes BN statistics in float32 whatever the compute dtype.
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
+                        name="norm")(x)
 
 
 class YBranch(nn.Module):
@@ -39,26 +45,31 @@ class YBranch(nn.Module):
   num_classes: int
   hidden: int
   timesteps: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_feat, y_t, y_hat, t, train: bool = False):
-    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
+    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                                     dtype=self.dtype, name=name)
+    gated = lambda name: GatedLinear(self.hidden, self.timesteps, self.dtype, name=name)
     y = jnp.concatenate([y_t, y_hat], axis=-1)
-    y = nn.softplus(norm("norm1")(GatedLinear(self.hidden, self.timesteps, name="lin1")(y, t)))
+    y = nn.softplus(norm("norm1")(gated("lin1")(y, t)))
     y = x_feat * y
-    y = nn.softplus(norm("norm2")(GatedLinear(self.hidden, self.timesteps, name="lin2")(y, t)))
-    y = nn.softplus(norm("norm3")(GatedLinear(self.hidden, self.timesteps, name="lin3")(y, t)))
-    return nn.Dense(self.num_classes, name="out")(y)
+    y = nn.softplus(norm("norm2")(gated("lin2")(y, t)))
+    y = nn.softplus(norm("norm3")(gated("lin3")(y, t)))
+    # eps in float32: the loss and the reverse chain's y_t stay float32.
+    return nn.Dense(self.num_classes, dtype=self.dtype, name="out")(y).astype(jnp.float32)
 
 
 class NoiseNet(nn.Module):
   num_classes: int
   hidden: int
   timesteps: int
+  dtype: Any = jnp.float32  # compute; parameters and BN statistics stay float32
 
   def setup(self):
-    self.x_branch = XBranch(self.hidden)
-    self.y_branch = YBranch(self.num_classes, self.hidden, self.timesteps)
+    self.x_branch = XBranch(self.hidden, self.dtype)
+    self.y_branch = YBranch(self.num_classes, self.hidden, self.timesteps, self.dtype)
 
   def __call__(self, h, y_t, y_hat, t, train: bool = False):
     return self.y_branch(self.x_branch(h, train), y_t, y_hat, t, train)

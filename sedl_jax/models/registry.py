@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 
 from sedl_jax.models import heads, resnet
@@ -15,6 +16,18 @@ ENCODERS = {
 }
 HEADS = {"mlp": heads.MLPHead, "mlp_bn": heads.MLPBNHead}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# `auto`: bfloat16 compute on an accelerator (its matrix units run bf16 at several
+# times the float32 rate), float32 on the CPU (XLA's CPU convolutions are no
+# faster in bf16). Parameters, optimiser state, losses and BN statistics are
+# float32 either way, so a checkpoint does not depend on where it was trained.
+AUTO_DTYPE = {"gpu": "bfloat16", "tpu": "bfloat16"}
+
+
+def compute_dtype(model_cfg):
+  name = model_cfg.dtype
+  if name == "auto":
+    name = AUTO_DTYPE.get(jax.default_backend(), "float32")
+  return DTYPES[name]
 
 
 def build_encoder(model_cfg) -> resnet.ResNet:
@@ -22,7 +35,7 @@ def build_encoder(model_cfg) -> resnet.ResNet:
     raise ValueError(f"config.model.encoder={model_cfg.encoder!r}: known {sorted(ENCODERS)}")
   return ENCODERS[model_cfg.encoder](
       width=model_cfg.width, stem=model_cfg.stem, cbam=model_cfg.cbam,
-      cbam_reduction=model_cfg.cbam_reduction, dtype=DTYPES[model_cfg.dtype])
+      cbam_reduction=model_cfg.cbam_reduction, dtype=compute_dtype(model_cfg))
 
 
 def build_projection(model_cfg):

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from sedl_jax.diffusion import card as diffusion
 from sedl_jax.evaluate import calibration, classification, features, intervals, uncertainty
+from sedl_jax.models import registry
 from sedl_jax.models.card_net import NoiseNet
 from sedl_jax.results import StageResult
 from sedl_jax.stages import classifier
@@ -105,7 +106,7 @@ def _features(ctx, cfg):
 
 def model_spec(ctx, feature_dim: int) -> stage_lib.ModelSpec:
   cfg, nc = ctx.config.card, len(ctx.data.class_names)
-  net = NoiseNet(nc, int(cfg.hidden), int(cfg.timesteps))
+  net = NoiseNet(nc, int(cfg.hidden), int(cfg.timesteps), registry.compute_dtype(ctx.config.model))
   return stage_lib.ModelSpec(
       STAGE, net, (((1, feature_dim), "float32"), ((1, nc), "float32"), ((1, nc), "float32"),
                    ((1,), "int32")),

@@ -70,8 +70,11 @@ class StageCheckpoints:
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints", stage))
     self.manager = ocp.CheckpointManager(
         self.directory,
+        # A save killed before its rename leaves `<step>.orbax-checkpoint-tmp`:
+        # removed when the stage opens its checkpoints again.
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=False),
+                                             enable_async_checkpointing=False,
+                                             cleanup_tmp_directories=True),
         item_names=("state", "model", "meta"))
 
   def __enter__(self) -> "StageCheckpoints":

@@ -1,0 +1,146 @@
+"""Runs a pipeline in this process and SIGKILLs it at one named event (the kill
+drills of test_real_e2e and test_card_e2e).
+
+  python tests/kill_drill.py POINT MODULE:FUNCTION ARGS_JSON WORKDIR
+
+MODULE:FUNCTION(*ARGS) builds the config (the same function the test's unbroken
+run uses). POINT picks where the process dies, by event, never by time:
+
+  prepare:N            after N examples went to the prepared-data writer
+  step:STAGE:N         once STAGE's metrics row for step N is written
+  save:STAGE:N         during STAGE's checkpoint save of step N: everything is
+                       written to Orbax's temporary folder, not yet renamed
+  write:RELPATH        while writing WORKDIR/RELPATH: its temporary file is
+                       written, not yet renamed
+  none                 no kill
+
+The hooks wrap the package's functions from outside; nothing in the package
+knows about the drills. A point that is never reached lets the run finish
+(exit 0), which the test sees: a drill that killed nothing fails.
+"""
+
+import importlib
+import json
+import os
+import signal
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
+
+
+def _die(what: str):
+  print(f"[kill_drill] SIGKILL {what}", flush=True)
+  sys.stderr.flush()
+  os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _arm(point: str, workdir: str) -> None:
+  kind, *rest = point.split(":")
+  if kind == "prepare":
+    from sedl_jax.data import prepare
+    n, examples = int(rest[0]), prepare._examples
+
+    def counted(*args, **kwargs):
+      for i, example in enumerate(examples(*args, **kwargs), 1):
+        yield example
+        if i == n:
+          _die(f"after {n} prepared examples")
+    prepare._examples = counted
+  elif kind == "step":
+    from sedl_jax.train import metrics
+    stage, n, write = rest[0], int(rest[1]), metrics.MetricWriter.write
+
+    def written(self, s, step, scalars):
+      write(self, s, step, scalars)
+      if s == stage and int(step) == n:
+        _die(f"{stage} step {n}")
+    metrics.MetricWriter.write = written
+  elif kind == "save":
+    from orbax.checkpoint._src.path import atomicity
+    final = os.path.join(os.path.abspath(workdir), "checkpoints", rest[0], rest[1])
+    cls = atomicity.AtomicRenameTemporaryPath
+    finalize = cls.finalize
+
+    async def killed(self, *args, **kwargs):
+      if os.path.abspath(str(self.get_final())) == final:
+        _die(f"saving {final}")
+      return await finalize(self, *args, **kwargs)
+    cls.finalize = killed
+  elif kind == "write":
+    from sedl_jax import atomic_io
+    target, write_with = os.path.join(os.path.abspath(workdir), rest[0]), atomic_io.write_with
+
+    def half_written(path, write):
+      if os.path.abspath(path) != target:
+        return write_with(path, write)
+
+      def then_die(tmp):
+        write(tmp)
+        _die(f"writing {path}")
+      return write_with(path, then_die)
+    atomic_io.write_with = half_written
+  elif kind != "none":
+    raise SystemExit(f"unknown kill point {point!r}")
+
+
+def main(point: str, config_fn: str, args_json: str, workdir: str) -> None:
+  module, fn = config_fn.split(":")
+  config = getattr(importlib.import_module(module), fn)(*json.loads(args_json))
+  _arm(point, workdir)
+  from sedl_jax import runner
+  runner.run(config, workdir)
+
+
+# The test side: run the drills, compare with an unbroken run.
+
+def run(points, config_fn: str, args: list, workdir) -> None:
+  """One process per kill point, each SIGKILLed there, then the same command to
+  the end; every process restarts from what the last one left."""
+  import subprocess
+  cmd = [sys.executable, os.path.abspath(__file__)]
+  for point in tuple(points) + ("none",):
+    p = subprocess.run(cmd + [point, config_fn, json.dumps(args), str(workdir)], cwd=ROOT,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    if point == "none":
+      assert p.returncode == 0, p.stdout[-3000:]
+    else:
+      assert p.returncode == -signal.SIGKILL and "[kill_drill] SIGKILL" in p.stdout, \
+          (point, p.returncode, p.stdout[-3000:])
+
+
+def _model(workdir, stage):
+  import orbax.checkpoint as ocp
+  from sedl_jax.train.checkpoint import StageCheckpoints
+  with StageCheckpoints(str(workdir), stage) as ckpt:
+    step = ckpt.latest_step()
+    return step, ckpt.manager.restore(step, args=ocp.args.Composite(
+        model=ocp.args.StandardRestore()))["model"]
+
+
+def _losses(workdir) -> list:
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  return [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]
+
+
+def assert_same_run(drilled, unbroken, stages) -> None:
+  """Bit-equal final models, results and report; every metrics row once, equal."""
+  import jax
+  import numpy as np
+  for stage in stages:
+    (s1, m1), (s2, m2) = _model(drilled, stage), _model(unbroken, stage)
+    assert s1 == s2, (stage, s1, s2)
+    for a, b in zip(jax.tree.leaves(m1), jax.tree.leaves(m2), strict=True):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=stage)
+  for name in ("results.json", os.path.join("report", "report.json")):
+    a, b = (json.load(open(os.path.join(w, name))) for w in (drilled, unbroken))
+    assert a == b, name
+  assert _losses(drilled) == _losses(unbroken)
+  # Nothing half-written is left: temporary files, Orbax's temporary folders.
+  left = [os.path.join(d, f) for d, dirs, files in os.walk(drilled) for f in dirs + files
+          if ".tmp-" in f or "orbax-checkpoint-tmp" in f]
+  assert not left, left
+
+
+if __name__ == "__main__":
+  main(*sys.argv[1:])
