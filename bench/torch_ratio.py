@@ -32,6 +32,8 @@ _REFERENCE = flags.DEFINE_string("reference", "../shared/bench/torch_reference_s
                                  "The reference step script.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Runs of each, alternating.")
 _OUT = flags.DEFINE_string("out", "bench/results", "Output folder for the JSON.")
+_DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
+                            "The project's compute dtypes to measure (config.model.dtype).")
 flags.mark_flags_as_required(["torch_python"])
 
 
@@ -41,11 +43,13 @@ def _torch() -> float:
   return float(re.search(r"([\d.]+) img/s", out).group(1))
 
 
-def _project(tmp: str) -> float:
+def _project(tmp: str) -> dict:
+  """{dtype: images/s}, every dtype in one process (one after the other)."""
   subprocess.run([sys.executable, os.path.join(ROOT, "bench", "contrastive_step.py"),
-                  "--variants=quick", "--steps=5", f"--out={tmp}"], capture_output=True, check=True)
+                  "--variants=quick", "--steps=10", f"--dtypes={','.join(_DTYPES.value)}",
+                  f"--out={tmp}"], capture_output=True, check=True)
   with open(os.path.join(tmp, "contrastive_step.json")) as f:
-    return float(json.load(f)["results"][0]["images_per_s"])
+    return {r["dtype"]: float(r["images_per_s"]) for r in json.load(f)["results"]}
 
 
 def main(argv):
@@ -55,11 +59,15 @@ def main(argv):
     for _ in range(_ROUNDS.value):
       torch_runs.append(_torch())
       project_runs.append(_project(tmp))
-  t, p = statistics.median(torch_runs), statistics.median(project_runs)
+  t = statistics.median(torch_runs)
+  project = {d: [run[d] for run in project_runs] for d in project_runs[0]}
+  medians = {d: statistics.median(v) for d, v in project.items()}
   bench_output.write(_OUT.value, "torch_ratio", {
       "benchmark": "quick contrastive step vs PyTorch eager reference", **bench_output.machine(),
-      "torch_images_per_s": torch_runs, "project_images_per_s": project_runs,
-      "torch_median": t, "project_median": p, "ratio_project_to_torch": round(p / t, 3),
+      "torch_images_per_s": torch_runs, "torch_median": t,
+      "project_images_per_s": project, "project_median": medians,
+      "ratio_project_to_torch": {d: round(m / t, 3) for d, m in medians.items()},
+      "torch_dtype": "float32",
       "project_devices": "one XLA CPU device per usable core (the launcher's default)"})
 
 

@@ -148,7 +148,11 @@ def test_embeddings_are_cached_and_reused(sedl_run, monkeypatch):
 def test_eval_mode_rebuilds_the_same_report(sedl_run):
   workdir, results = sedl_run
   before = json.load(open(workdir / "report" / "report.json"))
-  again = runner.run(tiny_config(), str(workdir), mode="eval")
+  c = tiny_config()
+  # Label efficiency's eval (its sub-runs restored) is test_card_e2e's eval test;
+  # here the report reads its saved result (22 of this test's 29 s before).
+  c.stages = tuple(s for s in c.stages if s != "label_efficiency")
+  again = runner.run(c, str(workdir), mode="eval")
   after = json.load(open(workdir / "report" / "report.json"))
   assert after["table1"] == before["table1"]
   assert after["temporal"] == before["temporal"]
