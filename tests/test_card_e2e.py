@@ -26,6 +26,7 @@ def tiny_config(fer_root, arg="tiny"):
   c = card_fer.get_config(arg)
   c.data.name, c.data.path = "fer2013", str(fer_root / "fer2013.csv")
   c.data.cache_dir = str(fer_root / "cache")
+  c.data.in_memory_max_mb = 64  # pixels in memory; the SEDL real-data tests stream them
   c.barlow.steps = 8
   c.classifier.steps = 8
   c.card.steps = 40

@@ -11,7 +11,7 @@ import pytest
 
 import data_fixtures as fx
 from sedl_jax.config import defaults
-from sedl_jax.data import decode, labels, real, sources, splits, synthetic
+from sedl_jax.data import record_images, decode, labels, real, sources, splits, synthetic
 from sedl_jax.data.face_crop import FaceCropper
 
 
@@ -256,10 +256,25 @@ def test_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, faces):
   root = tmp_path / "f"
   fx.image_folder(str(root), faces)
   first, r1 = load(tmp_path, "image_folder", root)
-  second, r2 = load(tmp_path, "image_folder", root)
+  second, r2 = load(tmp_path, "image_folder", root, in_memory_max_mb=64)
   assert (r1["cache"], r2["cache"]) == ("built", "reused")
   assert r1["cache_entry"] == r2["cache_entry"] and first.fingerprint == second.fingerprint
-  np.testing.assert_array_equal(first.images["test"].images, second.images["test"].images)
+  # The tiny config streams pixels from the cache; under the memory limit they are
+  # loaded. Same data either way, through every access the stages use.
+  assert (r1["images_in"], r2["images_in"]) == ("cache (read per batch)", "memory")
+  lazy, loaded = first.images["test"].images, second.images["test"].images
+  assert record_images.is_lazy(lazy) and isinstance(loaded, np.ndarray)
+  assert lazy.shape == loaded.shape and lazy.dtype == loaded.dtype
+  np.testing.assert_array_equal(lazy, loaded)
+  np.testing.assert_array_equal(lazy[3], loaded[3])
+  np.testing.assert_array_equal(lazy[2:5], loaded[2:5])
+  pick = np.asarray([4, 0, 4])
+  np.testing.assert_array_equal(lazy[pick][1:], loaded[pick][1:])
+  for split in ("train", "test"):
+    a, b = first.faces(split), second.faces(split)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+  first_test = np.asarray(first.images["test"].images)  # its pixels, before the entry is rebuilt
   entries = [p for p in os.listdir(tmp_path / "cache") if "incomplete" not in p]
   assert len(entries) == 1
   # A damaged entry is deleted and rebuilt once; a killed build's folder is removed.
@@ -273,7 +288,7 @@ def test_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, faces):
   rebuilt, r5 = load(tmp_path, "image_folder", root)
   assert r5["cache"] == "built" and r5["cache_entry"] == entry
   assert not os.path.exists(entry + ".incomplete-999999999")
-  np.testing.assert_array_equal(rebuilt.images["test"].images, first.images["test"].images)
+  np.testing.assert_array_equal(rebuilt.images["test"].images, first_test)
   victim = sorted((root / "happiness").iterdir())[0]
   fx.save(np.zeros((40, 40, 3), np.uint8), str(victim))
   third, r3 = load(tmp_path, "image_folder", root)

@@ -30,6 +30,10 @@ class ArraySource:
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     return {k: v[index] for k, v in self._arrays.items()}
 
+  def batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """Many records at once (one read of the cache for streamed images)."""
+    return {k: np.asarray(v[indices]) for k, v in self._arrays.items()}
+
 
 def _stack(records: Sequence[dict]) -> dict[str, np.ndarray]:
   return {k: np.stack([r[k] for r in records]) for k in records[0]}
@@ -51,15 +55,19 @@ def batch_stream(source, *, global_batch: int, seed: int, start_step: int = 0,
     raise ValueError(f"global batch {global_batch} is not divisible by {process_count} processes")
   if len(source) == 0:
     raise ValueError("batch_stream: the source is empty")
-  ds = grain.MapDataset.source(source)
+  # A stream of example indices: batch k's indices are a pure function of (seed, k),
+  # and each process reads only its own block of them, in one batched read (a
+  # streamed source reads those records from the cache, nothing else).
+  ds = grain.MapDataset.range(len(source))
   if shuffle:
     ds = ds.seed(seed).shuffle()
   ds = ds.repeat(None)
   local = global_batch // process_count
   lo = process_index * local
-  ds = ds.batch(global_batch, drop_remainder=True,
-                batch_fn=lambda records: _stack(records[lo:lo + local]))
-  return ds[start_step:]
+  ds = ds.batch(global_batch, drop_remainder=True)
+  read = source.batch if hasattr(source, "batch") else \
+      (lambda idx: _stack([source[int(i)] for i in idx]))
+  return ds[start_step:].map(lambda idx: read(np.asarray(idx)[lo:lo + local]))
 
 
 def iterate(stream: grain.MapDataset, *, num_threads: int = 2,
@@ -77,6 +85,6 @@ def epoch_batches(source, *, batch_size: int) -> Iterator[dict[str, np.ndarray]]
     idx = np.arange(start, start + batch_size)
     mask = idx < n
     idx = np.where(mask, idx, n - 1)
-    batch = _stack([source[int(i)] for i in idx])
+    batch = source.batch(idx) if hasattr(source, "batch") else _stack([source[int(i)] for i in idx])
     batch["mask"] = mask
     yield batch

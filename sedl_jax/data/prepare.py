@@ -26,7 +26,7 @@ import tensorflow_datasets as tfds
 from tqdm import tqdm
 
 from sedl_jax import atomic_io
-from sedl_jax.data import decode
+from sedl_jax.data import decode, record_images
 from sedl_jax.data.face_crop import FaceCropper
 from sedl_jax.data.labels import LabelMap
 
@@ -259,8 +259,10 @@ def build(scan, data_cfg, entry: str, prep: dict) -> dict:
   return report
 
 
-def _read(entry: str, prep: dict, num_traits: int, num_threads: int) -> dict[str, np.ndarray]:
-  """The prepared dataset as arrays in item order, read with tfds.data_source + grain."""
+def _read(entry: str, prep: dict, num_traits: int, num_threads: int,
+          stream: bool = False) -> dict[str, np.ndarray]:
+  """The prepared dataset as arrays in item order, read with tfds.data_source + grain.
+  With `stream`, "image" is a `RecordImages` (record ids; pixels stay on disk)."""
   shape = (prep["image_size"], prep["image_size"], prep["channels"])
   source = tfds.data_source(BUILDER_NAME, split="faces", data_dir=entry, download=False,
                             builder_kwargs={"image_shape": shape, "num_traits": num_traits})
@@ -268,9 +270,10 @@ def _read(entry: str, prep: dict, num_traits: int, num_threads: int) -> dict[str
   if n == 0:
     return {}
   text = ("label", "key", "subject", "sequence", "split", "content_hash")
+  skip = set(text) | ({"image"} if stream else set())
 
   def stack(records):
-    out = {k: np.stack([r[k] for r in records]) for k in records[0] if k not in text}
+    out = {k: np.stack([r[k] for r in records]) for k in records[0] if k not in skip}
     out.update({k: np.asarray([r[k].decode() if isinstance(r[k], bytes) else str(r[k])
                                for r in records], object) for k in text})
     return out
@@ -279,7 +282,18 @@ def _read(entry: str, prep: dict, num_traits: int, num_threads: int) -> dict[str
   parts = list(ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, num_threads))))
   arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   order = np.argsort(arrays["index"], kind="stable")  # TFDS stores examples shuffled
-  return {k: v[order] for k, v in arrays.items()}
+  arrays = {k: v[order] for k, v in arrays.items()}
+  if stream:
+    arrays["image"] = record_images.RecordImages.of(record_images.RecordReader(source, shape),
+                                                    order)
+  return arrays
+
+
+def streams(data_cfg, report: dict) -> bool:
+  """Whether training reads this source's pixels from the cache (not from memory)."""
+  size = report["images_prepared"] * report["settings"]["image_size"] ** 2 * \
+      report["settings"]["channels"]
+  return size > float(data_cfg.in_memory_max_mb) * 2 ** 20
 
 
 def prepare(scan, data_cfg, root: str) -> tuple[dict, dict, str]:
@@ -302,7 +316,10 @@ def prepare(scan, data_cfg, root: str) -> tuple[dict, dict, str]:
     if not report["images_prepared"]:
       return {}, report, key
     try:
-      return _read(entry, prep, len(report["trait_names"]), int(data_cfg.num_threads)), report, key
+      stream = streams(data_cfg, report)
+      report["images_in"] = "cache (read per batch)" if stream else "memory"
+      return (_read(entry, prep, len(report["trait_names"]), int(data_cfg.num_threads), stream),
+              report, key)
     except Exception as e:  # noqa: BLE001 - any failure to read means a damaged entry
       if attempt == 1:
         raise

@@ -7,6 +7,8 @@ import hashlib
 
 import numpy as np
 
+from sedl_jax.data import record_images
+
 SPLITS = ("train", "val", "test")
 
 
@@ -14,7 +16,8 @@ SPLITS = ("train", "val", "test")
 class ImageSet:
   """Static face images of one split.
 
-  images: uint8 [N, H, W, C]; labels: int32 [N] (-1 = unlabelled);
+  images: uint8 [N, H, W, C] (a NumPy array, or a `RecordImages` whose pixels
+  stay in the prepared cache); labels: int32 [N] (-1 = unlabelled);
   subjects: int32 [N] (-1 = unknown subject).
   """
 
@@ -91,7 +94,7 @@ class FaceData:
     if unlabelled and split == "train" and self.unlabelled is not None and len(self.unlabelled):
       images.append(self.unlabelled)
       labels.append(np.full(len(self.unlabelled), -1, np.int32))
-    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+    return record_images.concatenate(images), np.concatenate(labels).astype(np.int32)
 
   def labelled_faces(self, split: str, use_sequence_frames: bool = True):
     """`faces` without the unlabelled ones (label -1)."""

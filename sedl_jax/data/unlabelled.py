@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from sedl_jax import atomic_io
-from sedl_jax.data import real, scan
+from sedl_jax.data import real, record_images, scan
 from sedl_jax.data.types import FaceData, fingerprint_arrays
 
 # `faces`, and every labelled layout with its own scanner (labels ignored later).
@@ -105,7 +105,7 @@ def attach(data: FaceData, data_cfg, workdir: str | None) -> FaceData:
         "used": int((~overlap).sum()), "skipped_total": prep_report["skipped_total"],
         "skipped": prep_report["skipped"], "cache": prep_report["cache"],
         "cache_entry": prep_report["cache_entry"]})
-  data.unlabelled = np.concatenate(kept) if kept else None
+  data.unlabelled = record_images.concatenate(kept) if kept else None
   report["total_used"] = int(len(data.unlabelled))
   report["used_by"] = "the self-supervised stages (contrastive, barlow) only"
   data.fingerprint = fingerprint_arrays(np.frombuffer(data.fingerprint.encode(), np.uint8),
