@@ -1,5 +1,7 @@
 """Two real processes (localhost coordinator, gloo CPU collectives, one XLA device
-each) run the tiny SEDL stages through launch.py, agree with one process on two
+each) run the tiny SEDL stages through launch.py on a CK+-style folder (prepared
+by process 0 while the other waits; its pixels streamed from the cache, each
+process reading its block of every batch), agree with one process on two
 devices, and resume after a restart."""
 
 import json
@@ -26,7 +28,13 @@ def _free_port() -> int:
 
 def _launch(workdir, steps: int, processes: int, stages=STAGES, extra=()):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  data = workdir.parent / "data"
+  if not (data / "ck").exists():
+    import data_fixtures as fx
+    fx.ckplus_folder(str(data / "ck"), fx.faces(num_subjects=8, size=32))
   args = [sys.executable, "launch.py", f"--workdir={workdir}", *ARGS,
+          "--config.data.name=named_folder", f"--config.data.path={data / 'ck'}",
+          f"--config.data.cache_dir={data / 'cache'}", "--config.data.sequence_length=3",
           f"--config.stages={stages}", f"--config.contrastive.steps={steps}", *extra]
   if processes == 1:
     procs = [subprocess.Popen(args + ["--cpu_devices=2"], cwd=ROOT, env=env,
@@ -82,6 +90,8 @@ def test_two_processes_match_one_and_resume(tmp_path):
     assert np.abs(x - y).max() <= 2 * lr * steps * (1 + 1e-6)
   for stage in ("contrastive", "temporal", "behaviour"):
     assert (two / "report" / f"{stage}.json").exists()
+  report = json.load(open(two / "data_report.json"))
+  assert report["images_in"] == "cache (read per batch)" and report["sequences"]["train"]["windows"]
   # Restarted with a longer contrastive stage (a change it must be told is
   # intended), both processes resume from step 2.
   outs = _launch(two, steps=4, processes=2, stages="('contrastive',)",
