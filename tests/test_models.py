@@ -23,12 +23,18 @@ def test_resnet18_parameter_count_is_11_69m():
 def test_encoder_output_shapes(stem, size, cbam_on, channels):
   model = registry.ENCODERS["resnet_tiny"](width=0.125, stem=stem, cbam=cbam_on)
   x = jnp.ones((2, size, size, channels))
-  # Jitted: op by op, each of the few hundred small ops compiles on its own (10 s).
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+  # Shapes by tracing only (compiling each variant cost 10-16 s on a cold cache);
+  # one variant also runs, in train mode, to check the numbers are finite.
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
   chex.assert_shape(jax.eval_shape(model.apply, variables, x), (2, 64))
-  h, upd = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables, x)
-  chex.assert_tree_all_finite(h)
+  h, upd = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]),
+                          variables, x)
+  chex.assert_shape(h, (2, 64))
   assert "batch_stats" in upd
+  if (stem, size) == ("small", 32):
+    real = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+    h, _ = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(real, x)
+    chex.assert_tree_all_finite(h)
   has_cbam = any("cbam" in "/".join(str(k) for k in p) for p, _ in
                  jax.tree_util.tree_flatten_with_path(variables["params"])[0])
   assert has_cbam == cbam_on
