@@ -31,8 +31,8 @@ def _remove_dead_temps(root: str, ext: str) -> None:
     if pid.isdigit() and not pid_alive(int(pid)):
       try:
         os.remove(tmp)
-      except OSError:
-        pass
+      except OSError:  # already removed by another writer of the same file
+        continue
 
 
 def write_with(path: str, write: Callable[[str], None]) -> None:
