@@ -6,9 +6,11 @@ record), never pixels, so selecting a split, building sequence windows
 (`images[windows]`, shape [S, T]), flattening them (`reshape(-1, H, W, C)`) and
 pooling splits (`concatenate`) cost a few bytes per image. Pixels are read:
 
-  * one image for an integer index (`images[i]`): what the training pipeline's
-    grain source asks for, record by record, from its worker threads;
-  * a batch, as a NumPy array, for a slice (`images[a:b]`): evaluation passes;
+  * one image for an integer index (`images[i]`);
+  * a batch, as a NumPy array, for a slice (`images[a:b]`) or through
+    `np.asarray(images[index_array])`: the training pipeline reads each process's
+    block of every global batch this way (`pipeline.ArraySource.batch`), in one
+    batched read, and evaluation passes batch by batch;
   * everything, for `np.asarray(images)` and any other NumPy use (the fallback
     of code that needs the whole array, e.g. pixel baselines).
 
