@@ -210,3 +210,23 @@ def test_a_failure_on_process_0_stops_every_process_with_its_message(monkeypatch
   monkeypatch.setattr(jax, "process_index", lambda: 0)
   assert mesh.lead_then_all("x", lambda: 7) == 7  # success: the result, no error anywhere
   assert not bytes(sent["from_0"]).strip(b"\0")
+
+
+def test_a_killed_save_is_gone_when_the_stage_opens_and_two_openers_do_not_race(tmp_path):
+  """A save killed before its rename leaves `<step>.orbax-checkpoint-tmp`. It is
+  removed before the manager opens (not in a background thread: two managers on
+  one stage raced to delete it and the loser's next save failed)."""
+  st = train_state.create({"params": {"w": jnp.zeros(())}}, optax.sgd(0.1), jax.random.PRNGKey(0))
+  with checkpoint.StageCheckpoints(str(tmp_path), "s") as ck:
+    ck.save(1, st, {"params": st.params}, {})
+  folder = tmp_path / "checkpoints" / "s"
+  for step in range(2, 40):
+    unfinished = folder / f"{step}{checkpoint.UNFINISHED_SUFFIX}" / "state"
+    unfinished.mkdir(parents=True)
+    (unfinished / "part").write_bytes(b"x" * 100)
+  reader = checkpoint.StageCheckpoints(str(tmp_path), "s")
+  assert not list(folder.glob("*" + checkpoint.UNFINISHED_SUFFIX + "*"))
+  writer = checkpoint.StageCheckpoints(str(tmp_path), "s")
+  writer.save(2, st, {"params": st.params}, {})
+  assert reader.read_meta(1)["step"] == 1 and writer.latest_step() == 2
+  reader.close(); writer.close()

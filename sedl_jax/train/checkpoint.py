@@ -12,8 +12,10 @@ Three items per step:
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import shutil
 import uuid
 from typing import Any
 
@@ -62,19 +64,41 @@ def meta_diffs(saved: dict, expected: dict, stage: str) -> list[str]:
   return diffs
 
 
+# Orbax names a save in progress `<step>` + this suffix and renames it when done.
+UNFINISHED_SUFFIX = ".orbax-checkpoint-tmp"
+
+
+def remove_unfinished_saves(directory: str) -> int:
+  """Removes saves killed before their rename; returns how many.
+
+  Done here, synchronously, rather than with Orbax's `cleanup_tmp_directories`:
+  that runs in a background thread per manager, so two managers opened on one
+  stage (a later stage reading it, then the stage itself) race to delete the same
+  folder and the loser fails its next save. Saves are synchronous and collective
+  and a stage opens its checkpoints only between them, so nothing removed here is
+  being written. Process 0 removes; the others' managers skip unfinished names.
+  """
+  if jax.process_index() != 0:
+    return 0
+  paths = glob.glob(os.path.join(glob.escape(directory), "*" + UNFINISHED_SUFFIX + "*"))
+  for path in paths:
+    shutil.rmtree(path, ignore_errors=True)
+  return len(paths)
+
+
 class StageCheckpoints:
   """`workdir/checkpoints/<stage>`: periodic and final saves, keeps the last N."""
 
   def __init__(self, workdir: str, stage: str, *, keep: int = 2):
     self.stage = stage
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints", stage))
+    removed = remove_unfinished_saves(self.directory)
+    if removed:
+      logging.warning("%s: removed %d unfinished save(s) of a run that was killed", self.directory, removed)
     self.manager = ocp.CheckpointManager(
         self.directory,
-        # A save killed before its rename leaves `<step>.orbax-checkpoint-tmp`:
-        # removed when the stage opens its checkpoints again.
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=False,
-                                             cleanup_tmp_directories=True),
+                                             enable_async_checkpointing=False),
         item_names=("state", "model", "meta"))
 
   def __enter__(self) -> "StageCheckpoints":
