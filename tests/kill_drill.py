@@ -2,9 +2,13 @@
 drills of test_real_e2e and test_card_e2e).
 
   python tests/kill_drill.py POINT MODULE:FUNCTION ARGS_JSON WORKDIR
+  python tests/kill_drill.py POINT launch.py ARGV_JSON WORKDIR
 
 MODULE:FUNCTION(*ARGS) builds the config (the same function the test's unbroken
-run uses). POINT picks where the process dies, by event, never by time:
+run uses), run in this process. `launch.py` runs the launcher with ARGV (which
+names --workdir=WORKDIR too): the user's command, multi-process start included,
+so every process of a multi-process run arms the same point and they die at the
+same step. POINT picks where the process dies, by event, never by time:
 
   prepare:N            after N examples went to the prepared-data writer
   step:STAGE:N         once STAGE's metrics row for step N is written
@@ -85,6 +89,13 @@ def _arm(point: str, workdir: str) -> None:
 
 
 def main(point: str, config_fn: str, args_json: str, workdir: str) -> None:
+  if config_fn == "launch.py":
+    _arm(point, workdir)
+    import launch
+    from absl import app
+    sys.argv = ["launch.py", *json.loads(args_json)]
+    app.run(launch.main)
+    return
   module, fn = config_fn.split(":")
   config = getattr(importlib.import_module(module), fn)(*json.loads(args_json))
   _arm(point, workdir)
@@ -94,28 +105,66 @@ def main(point: str, config_fn: str, args_json: str, workdir: str) -> None:
 
 # The test side: run the drills, compare with an unbroken run.
 
-def run(points, config_fn: str, args: list, workdir) -> None:
-  """One process per kill point, each SIGKILLed there, then the same command to
-  the end; every process restarts from what the last one left."""
+def free_port() -> int:
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def start(point: str, config_fn: str, args: list, workdir, *, processes: int = 1,
+          env=None) -> list[tuple[int, str]]:
+  """Runs the drill script in `processes` processes (a localhost coordinator when
+  more than one) and returns each one's (exit status, output)."""
   import subprocess
-  cmd = [sys.executable, os.path.abspath(__file__)]
+  cmd = [sys.executable, os.path.abspath(__file__), point, config_fn, json.dumps(args), str(workdir)]
+  env = dict(os.environ if env is None else env)
+  if processes > 1:
+    env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{free_port()}", JAX_NUM_PROCESSES=str(processes))
+  procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(env, JAX_PROCESS_ID=str(i)) if processes > 1 else env)
+           for i in range(processes)]
+  import time
+  t0 = time.perf_counter()
+  try:
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  print(f"[kill_drill] {point}: {processes} process(es), {time.perf_counter() - t0:.1f} s")
+  return [(p.returncode, out) for p, out in zip(procs, outs)]
+
+
+def run(points, config_fn: str, args: list, workdir, *, processes: int = 1, env=None) -> list[str]:
+  """One run per kill point, each SIGKILLed there (every process of it), then the
+  same command to the end; each run restarts from what the last one left.
+  Returns the last run's outputs."""
   for point in tuple(points) + ("none",):
-    p = subprocess.run(cmd + [point, config_fn, json.dumps(args), str(workdir)], cwd=ROOT,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
-    if point == "none":
-      assert p.returncode == 0, p.stdout[-3000:]
-    else:
-      assert p.returncode == -signal.SIGKILL and "[kill_drill] SIGKILL" in p.stdout, \
-          (point, p.returncode, p.stdout[-3000:])
+    done = start(point, config_fn, args, workdir, processes=processes, env=env)
+    for i, (rc, out) in enumerate(done):
+      if point == "none":
+        assert rc == 0, out[-3000:]
+      elif i == 0:
+        assert rc == -signal.SIGKILL and "[kill_drill] SIGKILL" in out, (point, rc, out[-3000:])
+      else:  # it reached the point too, or its runtime aborted when a peer died first
+        assert rc != 0, (point, i, out[-3000:])
+  return [out for _, out in done]
 
 
-def _model(workdir, stage):
+def saved_model(workdir, stage, step=None):
+  """(step, the saved inference variables) of a stage's latest (or given)
+  checkpoint, restored onto this process's first device: a multi-process run
+  saved it sharded over another device topology."""
+  import jax
+  folder = os.path.join(workdir, "checkpoints", stage)
+  if step is None:
+    step = max(int(d) for d in os.listdir(folder) if d.isdigit())
+  path = os.path.join(folder, str(step), "model")
   import orbax.checkpoint as ocp
-  from sedl_jax.train.checkpoint import StageCheckpoints
-  with StageCheckpoints(str(workdir), stage) as ckpt:
-    step = ckpt.latest_step()
-    return step, ckpt.manager.restore(step, args=ocp.args.Composite(
-        model=ocp.args.StandardRestore()))["model"]
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  saved = ocp.StandardCheckpointer().metadata(path).item_metadata
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), saved)
+  return step, ocp.StandardCheckpointer().restore(path, target)
 
 
 def _losses(workdir) -> list:
@@ -128,11 +177,13 @@ def assert_same_run(drilled, unbroken, stages) -> None:
   import jax
   import numpy as np
   for stage in stages:
-    (s1, m1), (s2, m2) = _model(drilled, stage), _model(unbroken, stage)
+    (s1, m1), (s2, m2) = saved_model(drilled, stage), saved_model(unbroken, stage)
     assert s1 == s2, (stage, s1, s2)
     for a, b in zip(jax.tree.leaves(m1), jax.tree.leaves(m2), strict=True):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=stage)
   for name in ("results.json", os.path.join("report", "report.json")):
+    if name != "results.json" and not os.path.exists(os.path.join(unbroken, name)):
+      continue  # a run without the report stage
     a, b = (json.load(open(os.path.join(w, name))) for w in (drilled, unbroken))
     assert a == b, name
   assert _losses(drilled) == _losses(unbroken)
