@@ -31,7 +31,9 @@ _PAPER_BATCH = flags.DEFINE_integer("paper_batch", 0,
                                     "Override the paper batch (0 = config; CPU uses 32).")
 
 
-def measure(variant: str, dtype: str, steps: int) -> dict:
+def build(variant: str, dtype: str) -> dict:
+  """The variant's contrastive train step, jitted over every device, with its
+  replicated state and a sharded batch of random images (also bench/profile_step.py)."""
   import jax
   import numpy as np
   from configs import sedl
@@ -39,7 +41,6 @@ def measure(variant: str, dtype: str, steps: int) -> dict:
   from sedl_jax.train import optim, stage as stage_lib, state as train_state
   from sedl_jax.train.mesh import DataParallel
 
-  from sedl_jax.models import registry
   c = sedl.get_config(variant)
   if dtype != "config":
     c.model.dtype = dtype
@@ -51,14 +52,21 @@ def measure(variant: str, dtype: str, steps: int) -> dict:
   batch = max(dp.num_devices, batch // dp.num_devices * dp.num_devices)
   size, ch = c.data.image_size, c.data.channels
   spec = contrastive.make_model_spec(c, 7, (size, size, ch))
-  model = spec.model
   tx, sched = optim.make_optimizer(c.contrastive.optimizer, 1000, 100)
   st = dp.replicate(stage_lib.initial_state(spec, tx, c.contrastive.seed))
-  step = dp.jit_step(train_state.make_train_step(contrastive.make_loss_fn(model, c, size), tx, sched))
+  step = dp.jit_step(train_state.make_train_step(contrastive.make_loss_fn(spec.model, c, size), tx, sched))
   rng = np.random.default_rng(0)
   data = {"image": rng.integers(0, 256, (batch, size, size, ch), dtype=np.uint8),
           "label": rng.integers(0, 7, batch).astype(np.int32)}
-  sharded = dp.shard_local(data)
+  return {"config": c, "step": step, "state": st, "batch": dp.shard_local(data), "batch_size": batch}
+
+
+def measure(variant: str, dtype: str, steps: int) -> dict:
+  import jax
+  from sedl_jax.models import registry
+  built = build(variant, dtype)
+  c, step, st, sharded, batch = (built[k] for k in ("config", "step", "state", "batch", "batch_size"))
+  size, ch = c.data.image_size, c.data.channels
   t0 = time.perf_counter()
   st, m = step(st, sharded)
   jax.block_until_ready(m)

@@ -4,6 +4,8 @@ import sys
 
 import pytest
 
+import conftest
+
 from configs import card_fer, sedl
 from sedl_jax.config.validate import ConfigError, validate
 from sedl_jax.stages import registry
@@ -122,11 +124,10 @@ def test_real_data_fields_are_checked(tmp_path, field, value):
 
 @pytest.mark.parametrize("flag", ["auto", "2"])
 def test_launcher_rejects_bad_input_before_compiling(tmp_path, flag):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   out = subprocess.run(
       [sys.executable, "launch.py", "--config=configs/sedl.py:tiny", f"--workdir={tmp_path}",
        "--config.stages=('contrastive','dance')", f"--cpu_devices={flag}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+      cwd=ROOT, capture_output=True, text=True, timeout=120, env=conftest.child_env())
   assert out.returncode == 2
   assert "config.stages: unknown stage 'dance'" in out.stderr
   # One XLA CPU device per usable core by default (tiny batch sizes all divide 2).

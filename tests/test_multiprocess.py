@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 
+import conftest
 import data_fixtures as fx
 import kill_drill as drills
 import learning
@@ -56,9 +57,8 @@ def _argv(config, data, workdir, stages, *, source):
 def _run(argv, workdir, processes, point="none"):
   """launch.py ARGV in `processes` processes of 2 devices each (through the kill
   drill script, which arms `point` first)."""
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   return drills.start(point, "launch.py", argv + ["--cpu_devices=2"], workdir,
-                      processes=processes, env=env)
+                      processes=processes, env=conftest.child_env())
 
 
 def _ok(done):
@@ -100,11 +100,13 @@ def test_sedl_on_two_processes_agrees_with_one_and_survives_a_kill(data, tmp_pat
   _ok(_run(_argv(SEDL, data, one, "('contrastive',)", source="ck"), one, 1))
   _assert_agrees_with_one_process(two, one, "contrastive", steps=4)
   # Both processes SIGKILLed at contrastive step 3 (past the step-2 checkpoint),
-  # then the same command: it resumes and ends bit-equal to the unbroken run.
+  # then the same command: it resumes, and its contrastive stage ends bit-equal to
+  # the unbroken run's (the later stages start from it the same way; they are
+  # left out for time: each two-process start recompiles, see the README).
   drills.run(("step:contrastive:3",), "launch.py",
-             _argv(SEDL, data, killed, stages, source="ck") + ["--cpu_devices=2"], killed,
-             processes=2, env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"})
-  drills.assert_same_run(killed, two, ("contrastive", "temporal", "behaviour"))
+             _argv(SEDL, data, killed, "('contrastive',)", source="ck") + ["--cpu_devices=2"],
+             killed, processes=2, env=conftest.child_env())
+  drills.assert_same_run(killed, two, ("contrastive",), whole_run=False)
 
 
 def test_the_proposed_diffusion_row_on_two_processes(data, tmp_path):
