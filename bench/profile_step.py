@@ -32,11 +32,11 @@ import contrastive_step
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-_OUT = flags.DEFINE_string("out", "bench/results", "Output folder for the JSON.")
+# --out, --steps (traced, after two warm-up steps) and --cpu_devices are
+# bench/contrastive_step.py's flags, defined when it is imported.
+_OUT, _STEPS, _CPU_DEVICES = contrastive_step._OUT, contrastive_step._STEPS, contrastive_step._CPU_DEVICES
 _VARIANT = flags.DEFINE_string("variant", "quick", "Config variant (sedl.py) to profile.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Traced steps after two warm-up steps.")
 _DTYPE = flags.DEFINE_string("dtype", "config", "config | float32 | bfloat16.")
-_CPU_DEVICES = flags.DEFINE_string("cpu_devices", "auto", "XLA CPU devices: auto or N.")
 _TOP = flags.DEFINE_integer("top", 30, "Ops listed one by one.")
 
 # `%name = type opcode(operands), ..., metadata={op_name="..." ...}`
@@ -44,10 +44,12 @@ _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*.*?\s([a-z][\w\-]
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _CALLS = re.compile(r"calls=%?([\w.\-]+)")
 _COMPUTATION = re.compile(r"^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
+_WINDOW = re.compile(r"window=\{size=([\dx]+)")
 
 
 def hlo_ops(hlo_text: str) -> dict:
-  """{instruction name: (opcode, JAX op_name, fused computation's opcodes)}."""
+  """{instruction name: (opcode, JAX op_name, fused computation's opcodes, largest
+  convolution window in it (elements))}."""
   computations: dict[str, list] = {}
   current = None
   ops = {}
@@ -62,26 +64,40 @@ def hlo_ops(hlo_text: str) -> dict:
     name, opcode = m.groups()
     op_name = _OP_NAME.search(line)
     calls = _CALLS.search(line)
-    ops[name] = (opcode, op_name.group(1) if op_name else "", calls.group(1) if calls else None)
+    window = _WINDOW.search(line)
+    size = 0
+    if window:
+      size = 1
+      for d in window.group(1).split("x"):
+        size *= int(d)
+    ops[name] = (opcode, op_name.group(1) if op_name else "", calls.group(1) if calls else None, size)
     if current is not None:
-      current.append((opcode, op_name.group(1) if op_name else ""))
+      current.append((opcode, op_name.group(1) if op_name else "", size))
   out = {}
-  for name, (opcode, op_name, calls) in ops.items():
+  for name, (opcode, op_name, calls, size) in ops.items():
     inner = computations.get(calls, []) if calls else []
     if not op_name:  # a fusion's own metadata can be empty: take its body's first
-      op_name = next((o for _, o in inner if o), "")
-    out[name] = (opcode, op_name, tuple(sorted({o for o, _ in inner})))
+      op_name = next((o for _, o, _ in inner if o), "")
+    size = max([size] + [w for _, _, w in inner])
+    out[name] = (opcode, op_name, tuple(sorted({o for o, _, _ in inner})), size)
   return out
 
 
-def group(opcode: str, op_name: str, inner: tuple) -> str:
-  """One op's group, from its opcode, its fused body and its JAX source path."""
+def group(name: str, opcode: str, op_name: str, inner: tuple, window: int) -> str:
+  """One op's group, from its XLA name and opcode, its fused body and its JAX
+  source path. XLA drops the source path of some rewritten ops: a convolution
+  without one whose window is larger than any kernel (3 x 3) is a weight gradient
+  (its window is the activation map)."""
   backward = "transpose(" in op_name
   path = op_name.lower()
   if "augment" in path or "random_bits" in path or "threefry" in path:
     return "augmentation (on device)"
   if opcode == "convolution" or "convolution" in inner:
+    if not op_name:
+      return "conv backward (weight gradients)" if window > 9 else "conv (source not kept by XLA)"
     return "conv backward" if backward else "conv forward"
+  if name.startswith(("transpose", "copy")) or opcode in ("transpose", "copy"):
+    return "layout transposes and copies"
   if "batchnorm" in path or "/bn" in path or "norm" in path.rsplit("/", 2)[-2:][0]:
     return "BatchNorm backward" if backward else "BatchNorm forward"
   if opcode == "dot" or "dot" in inner:
@@ -138,10 +154,10 @@ def main(argv):
   groups = collections.defaultdict(float)
   unnamed = 0.0
   for op, ms in per_op.items():
-    opcode, op_name, inner = ops.get(op, ("?", "", ()))
+    opcode, op_name, inner, window = ops.get(op, ("?", "", (), 0))
     if op not in ops:
       unnamed += ms
-    groups[group(opcode, op_name, inner)] += ms
+    groups[group(op, opcode, op_name, inner, window)] += ms
   total = sum(per_op.values())
   top = sorted(per_op.items(), key=lambda kv: -kv[1])[:_TOP.value]
   result = {
