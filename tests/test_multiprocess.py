@@ -4,11 +4,12 @@ variables), on real-format data that process 0 prepares while the other waits
 and whose pixels both stream from the cache, each process reading its block of
 every global batch:
 
-  * SEDL's stages agree with one process (same global batch), and a run SIGKILLed
+  * SEDL's stages agree with one process of four devices (the same global batch
+    over the same device count), and a run SIGKILLed
     mid-stage in both processes, restarted with the same command, ends equal to
     the unbroken run;
   * the diffusion-FER `proposed` row (Barlow Twins, f_phi, CARD, the Table-3
-    report) runs, and its Barlow Twins stage agrees with one process.
+    report) runs, and its Barlow Twins stage agrees with one process of four devices.
 """
 
 import json
@@ -54,10 +55,10 @@ def _argv(config, data, workdir, stages, *, source):
           f"--config.stages={stages}", f"--workdir={workdir}"]
 
 
-def _run(argv, workdir, processes, point="none"):
-  """launch.py ARGV in `processes` processes of 2 devices each (through the kill
-  drill script, which arms `point` first)."""
-  return drills.start(point, "launch.py", argv + ["--cpu_devices=2"], workdir,
+def _run(argv, workdir, processes, devices):
+  """launch.py ARGV in `processes` processes of `devices` devices each (through the
+  kill drill script, no kill point armed)."""
+  return drills.start("none", "launch.py", argv + [f"--cpu_devices={devices}"], workdir,
                       processes=processes, env=conftest.child_env())
 
 
@@ -91,13 +92,13 @@ def _assert_agrees_with_one_process(two, one, stage, steps):
 def test_sedl_on_two_processes_agrees_with_one_and_survives_a_kill(data, tmp_path):
   stages = "('contrastive','temporal','behaviour')"
   two, one, killed = tmp_path / "two", tmp_path / "one", tmp_path / "killed"
-  outs = _ok(_run(_argv(SEDL, data, two, stages, source="ck"), two, 2))
+  outs = _ok(_run(_argv(SEDL, data, two, stages, source="ck"), two, 2, devices=2))
   assert "[devices] 4 cpu device(s) in 2 process(es)" in outs[0]
   report = json.load(open(two / "data_report.json"))
   assert report["images_in"] == "cache (read per batch)" and report["sequences"]["train"]["windows"]
   for stage in ("contrastive", "temporal", "behaviour"):
     assert (two / "report" / f"{stage}.json").exists()
-  _ok(_run(_argv(SEDL, data, one, "('contrastive',)", source="ck"), one, 1))
+  _ok(_run(_argv(SEDL, data, one, "('contrastive',)", source="ck"), one, 1, devices=4))
   _assert_agrees_with_one_process(two, one, "contrastive", steps=4)
   # Both processes SIGKILLed at contrastive step 3 (past the step-2 checkpoint),
   # then the same command: it resumes, and its contrastive stage ends bit-equal to
@@ -112,11 +113,11 @@ def test_sedl_on_two_processes_agrees_with_one_and_survives_a_kill(data, tmp_pat
 def test_the_proposed_diffusion_row_on_two_processes(data, tmp_path):
   stages = "('barlow','classifier','card','report')"
   two, one = tmp_path / "two", tmp_path / "one"
-  _ok(_run(_argv(PROPOSED, data, two, stages, source="fer"), two, 2))
+  _ok(_run(_argv(PROPOSED, data, two, stages, source="fer"), two, 2, devices=2))
   results = json.load(open(two / "results.json"))
   card = results["card"]
   assert card["num_examples"] == 28 and 0 <= card["accuracy"] <= 1
   assert 0 <= card["pavpu_ttest"] <= 1 and np.isfinite(card["ece"])
   assert results["report"]["table3"] and (two / "report" / "report.md").exists()
-  _ok(_run(_argv(PROPOSED, data, one, "('barlow',)", source="fer"), one, 1))
+  _ok(_run(_argv(PROPOSED, data, one, "('barlow',)", source="fer"), one, 1, devices=4))
   _assert_agrees_with_one_process(two, one, "barlow", steps=4)
