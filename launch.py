@@ -19,6 +19,8 @@ Flags:
                  --predict.face=none --predict.smooth=hmm --predict.fps=10.
   --cpu_devices  XLA CPU devices: auto (one per usable core) or N.
   --distributed  auto | on | off: start jax.distributed from JAX_* / SLURM / Open MPI.
+  --distributed_heartbeat_s  several processes: when one dies, the others abort after
+                 this many seconds (default 100) instead of waiting.
 
 Exit status: 0 done; 2 bad input (config, data, inputs, checkpoints, environment),
 with one message naming what to fix; 1 training diverged (NaN/inf; the last good
@@ -58,6 +60,11 @@ _DISTRIBUTED = flags.DEFINE_enum(
     "Multi-process start: auto = when JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID "
     "are set, or a SLURM / Open MPI task count > 1; on = require it; off = never.")
 
+_HEARTBEAT = flags.DEFINE_integer(
+    "distributed_heartbeat_s", 100,
+    "Several processes: when one dies, the others abort after this many seconds without its "
+    "heartbeat (JAX's default, 100), instead of waiting; restart the command to resume.")
+
 
 def _fail(message: str) -> None:
   print(message, file=sys.stderr)
@@ -89,7 +96,7 @@ def main(argv):
     print(note)
   cpu_devices.apply(count)
   try:
-    distributed.maybe_initialize(_DISTRIBUTED.value)
+    distributed.maybe_initialize(_DISTRIBUTED.value, heartbeat_timeout_s=_HEARTBEAT.value)
   except distributed.DistributedConfigError as e:
     _fail(f"error: {e}")
 

@@ -74,11 +74,19 @@ def plan(mode: str = "auto", env=os.environ) -> dict | None:
   return None
 
 
-def maybe_initialize(mode: str = "auto", env=os.environ) -> bool:
-  """Starts jax.distributed when `plan` says so; returns whether it did."""
+def maybe_initialize(mode: str = "auto", env=os.environ, heartbeat_timeout_s: int = 100) -> bool:
+  """Starts jax.distributed when `plan` says so; returns whether it did.
+
+  A process that dies (killed, out of memory, a lost host) stops sending
+  heartbeats: after `heartbeat_timeout_s` the coordination service tells every
+  other process, which then aborts instead of waiting in a collective forever.
+  Each stage resumes from its last checkpoint when the command is started again.
+  """
   args = plan(mode, env)
   if args is None:
     return False
+  if heartbeat_timeout_s < 1:
+    raise DistributedConfigError(f"--distributed_heartbeat_s={heartbeat_timeout_s}: must be >= 1")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts; ignored on GPU
-  jax.distributed.initialize(**args)
+  jax.distributed.initialize(**args, heartbeat_timeout_seconds=int(heartbeat_timeout_s))
   return True

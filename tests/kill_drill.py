@@ -18,6 +18,9 @@ same step. POINT picks where the process dies, by event, never by time:
                        written, not yet renamed
   none                 no kill
 
+A point prefixed `pN/` (e.g. `p1/step:contrastive:3`) is armed only in process N
+of a multi-process run; the other processes must notice that it died.
+
 The hooks wrap the package's functions from outside; nothing in the package
 knows about the drills. A point that is never reached lets the run finish
 (exit 0), which the test sees: a drill that killed nothing fails.
@@ -40,6 +43,10 @@ def _die(what: str):
 
 
 def _arm(point: str, workdir: str) -> None:
+  if point.startswith("p") and "/" in point:
+    target, point = point.split("/", 1)
+    if os.environ.get("JAX_PROCESS_ID", "0") != target[1:]:
+      return
   kind, *rest = point.split(":")
   if kind == "prepare":
     from sedl_jax.data import prepare
@@ -141,12 +148,13 @@ def run(points, config_fn: str, args: list, workdir, *, processes: int = 1, env=
   Returns the last run's outputs."""
   for point in tuple(points) + ("none",):
     done = start(point, config_fn, args, workdir, processes=processes, env=env)
+    killed = int(point[1:point.index("/")]) if point.startswith("p") and "/" in point else 0
     for i, (rc, out) in enumerate(done):
       if point == "none":
         assert rc == 0, out[-3000:]
-      elif i == 0:
+      elif i == killed:
         assert rc == -signal.SIGKILL and "[kill_drill] SIGKILL" in out, (point, rc, out[-3000:])
-      else:  # it reached the point too, or its runtime aborted when a peer died first
+      else:  # it reached the point too, or its runtime aborted when a peer died
         assert rc != 0, (point, i, out[-3000:])
   return [out for _, out in done]
 

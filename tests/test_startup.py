@@ -72,6 +72,12 @@ def test_launcher_exits_2_naming_a_malformed_variable(tmp_path):
   assert out.returncode == 2 and "JAX_PROCESS_ID='x'" in out.stderr, out.stderr[-2000:]
 
 
+def test_a_heartbeat_timeout_below_one_second_is_refused_before_starting():
+  env = {"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}
+  with pytest.raises(distributed.DistributedConfigError, match="distributed_heartbeat_s=0"):
+    distributed.maybe_initialize("auto", env, heartbeat_timeout_s=0)
+
+
 def test_cpu_device_count():
   assert cpu_devices.largest_fitting(2, [128, 32, 64]) == 2
   assert cpu_devices.largest_fitting(3, [128, 32]) == 2  # 3 divides no batch: fall back to 2
