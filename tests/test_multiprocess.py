@@ -110,7 +110,7 @@ def test_sedl_on_two_processes_agrees_with_one_and_survives_a_kill(data, tmp_pat
   t0 = time.monotonic()
   drills.run(("p1/step:contrastive:3",), "launch.py",
              _argv(SEDL, data, killed, "('contrastive',)", source="ck")
-             + ["--cpu_devices=2", "--distributed_heartbeat_s=5"],
+             + ["--cpu_devices=2", "--distributed_heartbeat_s=10"],
              killed, processes=2, env=conftest.child_env())
   drills.assert_same_run(killed, two, ("contrastive",), whole_run=False)
   print(f"[test] kill, detection and restart: {time.monotonic() - t0:.0f} s")
