@@ -30,6 +30,8 @@ bench: install
 	$(PY) bench/card_sampling.py --out=bench/results
 	$(PY) bench/predict.py --out=bench/results
 	$(PY) bench/prepare_data.py --out=bench/results
+	$(PY) bench/hot_paths.py --out=bench/results
+	$(PY) bench/profile_step.py --out=bench/results
 
 clean:
 	rm -rf runs .pytest_cache

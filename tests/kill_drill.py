@@ -31,6 +31,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
@@ -42,11 +43,18 @@ def _die(what: str):
   os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _arm(point: str, workdir: str) -> None:
+def _target(point: str) -> tuple[int | None, str]:
+  """(the process a `pN/` point is armed in, or None for every process; the point)."""
   if point.startswith("p") and "/" in point:
     target, point = point.split("/", 1)
-    if os.environ.get("JAX_PROCESS_ID", "0") != target[1:]:
-      return
+    return int(target[1:]), point
+  return None, point
+
+
+def _arm(point: str, workdir: str) -> None:
+  target, point = _target(point)
+  if target is not None and int(os.environ.get("JAX_PROCESS_ID", "0")) != target:
+    return
   kind, *rest = point.split(":")
   if kind == "prepare":
     from sedl_jax.data import prepare
@@ -131,7 +139,6 @@ def start(point: str, config_fn: str, args: list, workdir, *, processes: int = 1
   procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(env, JAX_PROCESS_ID=str(i)) if processes > 1 else env)
            for i in range(processes)]
-  import time
   t0 = time.perf_counter()
   try:
     outs = [p.communicate(timeout=400)[0] for p in procs]
@@ -148,7 +155,7 @@ def run(points, config_fn: str, args: list, workdir, *, processes: int = 1, env=
   Returns the last run's outputs."""
   for point in tuple(points) + ("none",):
     done = start(point, config_fn, args, workdir, processes=processes, env=env)
-    killed = int(point[1:point.index("/")]) if point.startswith("p") and "/" in point else 0
+    killed = _target(point)[0] or 0
     for i, (rc, out) in enumerate(done):
       if point == "none":
         assert rc == 0, out[-3000:]
