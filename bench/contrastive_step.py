@@ -2,7 +2,8 @@
 peak memory, for the `quick` and `paper` variants on whatever devices are present.
 
   python bench/contrastive_step.py --out=bench/results [--variants=quick,paper] [--steps=5]
-      [--dtypes=config|float32,bfloat16]
+      [--dtypes=config|float32,bfloat16] [--cpu_devices=auto|N]
+      [--cpu_conv_kernels=auto|xla_default]
 
 Writes `contrastive_step.json` in --out. Peak memory is the device allocator's
 peak where the backend reports it (GPU), else the process's peak RSS (CPU).
@@ -16,14 +17,13 @@ import time
 from absl import app, flags
 
 import bench_output
+import cpu_setup
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _OUT = flags.DEFINE_string("out", "bench/results", "Output folder for the JSON.")
 _VARIANTS = flags.DEFINE_list("variants", ["quick", "paper"], "Config variants to measure.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps after the compile step.")
-_CPU_DEVICES = flags.DEFINE_string(
-    "cpu_devices", "auto", "XLA CPU devices: auto (one per usable core, as launch.py) or N.")
 _DTYPES = flags.DEFINE_list(
     "dtypes", ["config"], "Compute dtypes to measure each variant in: config (the variant's "
     "config.model.dtype; paper: auto = bfloat16 on a GPU), float32, bfloat16.")
@@ -90,19 +90,14 @@ def measure(variant: str, dtype: str, steps: int) -> dict:
 
 
 def main(argv):
-  from sedl_jax import cpu_devices
-  # As launch.py does, before JAX starts: one XLA device per usable core on the CPU.
-  count, note = cpu_devices.choose(_CPU_DEVICES.value, [32, 128])
-  if note:
-    print(note)
-  cpu_devices.apply(count)
+  setup = cpu_setup.apply([32, 128])  # as launch.py does, before JAX starts
   import jax
   result = {
       "benchmark": "contrastive_train_step",
       "backend": jax.default_backend(),
       "devices": [str(d) for d in jax.devices()],
       "device_count": jax.device_count(),
-      "cpu_devices_flag": _CPU_DEVICES.value,
+      **setup,
       **bench_output.machine(),
       "results": [measure(v, d, _STEPS.value) for v in _VARIANTS.value for d in _DTYPES.value],
   }

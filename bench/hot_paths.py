@@ -6,7 +6,8 @@ devices the launcher would use (`--cpu_devices`, default auto = one per core):
   * the embedding pass (the encoder over uint8 images, inference);
   * the report's t-SNE and the linear / kNN probes (scikit-learn, host only).
 
-  python bench/hot_paths.py --out=bench/results [--cpu_devices=auto|N] [--steps=5]
+  python bench/hot_paths.py --out=bench/results [--cpu_devices=auto|N]
+      [--cpu_conv_kernels=auto|xla_default] [--steps=5]
 
 CARD sampling has its own benchmark (bench/card_sampling.py); the contrastive step
 too (bench/contrastive_step.py). Run once with --cpu_devices=1 and once with the
@@ -20,11 +21,11 @@ import time
 from absl import app, flags
 
 import bench_output
+import cpu_setup
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _OUT = flags.DEFINE_string("out", "bench/results", "Output folder for the JSON.")
-_CPU_DEVICES = flags.DEFINE_string("cpu_devices", "auto", "XLA CPU devices: auto or N.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed calls of each jitted path after its compile call.")
 _POINTS = flags.DEFINE_integer("points", 800, "Embeddings for t-SNE (quick: report.tsne_max_points).")
 _PROBE_ITEMS = flags.DEFINE_integer("probe_items", 4000, "Training embeddings for the probes.")
@@ -155,11 +156,7 @@ def host_analysis(feature_dim: int) -> list[dict]:
 
 
 def main(argv):
-  from sedl_jax import cpu_devices
-  count, note = cpu_devices.choose(_CPU_DEVICES.value, [32, 64, 128, 256])
-  if note:
-    print(note)
-  cpu_devices.apply(count)
+  setup = cpu_setup.apply([32, 64, 128, 256])
   import jax
   from configs import card_fer
   from sedl_jax.train.mesh import DataParallel
@@ -172,7 +169,7 @@ def main(argv):
     rate = r.get("images_per_s", r.get("items_per_s"))
     print(f"{r['path']:58s} {rate:10.1f} /s")
   result = {"benchmark": "hot_paths", "backend": jax.default_backend(),
-            "device_count": jax.device_count(), "cpu_devices_flag": _CPU_DEVICES.value,
+            "device_count": jax.device_count(), **setup,
             **bench_output.machine(), "results": results}
   bench_output.write(_OUT.value, f"hot_paths_{jax.device_count()}dev", result)
 

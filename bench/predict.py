@@ -19,6 +19,7 @@ import time
 from absl import app, flags
 
 import bench_output
+import cpu_setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -30,8 +31,6 @@ _CARD = flags.DEFINE_string("card_workdir", "runs/card/proposed", "A trained dif
 _FACES = flags.DEFINE_integer("faces", 2048, "Faces for the SEDL model-only measurement.")
 _CARD_FACES = flags.DEFINE_integer("card_faces", 128, "Faces for the CARD measurement.")
 _FRAMES = flags.DEFINE_integer("video_frames", 300, "Frames of the 640x480 test video (30 fps).")
-_CPU_DEVICES = flags.DEFINE_string(
-    "cpu_devices", "auto", "XLA CPU devices: auto (one per usable core, as launch.py) or N.")
 
 
 def _faces(model, n: int):
@@ -111,15 +110,13 @@ def _part(fn, workdir: str, train: str) -> dict:
 
 
 def main(argv):
-  from sedl_jax import cpu_devices
-  count, _ = cpu_devices.choose(_CPU_DEVICES.value, [256])
-  cpu_devices.apply(count)
+  setup = cpu_setup.apply([256], quiet=True)
   import jax
   sedl_train = "make run"
   card_train = ("python launch.py --config=configs/card_fer.py:quick,ablation=proposed "
                 "--workdir=runs/card/proposed")
   result = {
-      "machine": bench_output.machine(),
+      "machine": {**bench_output.machine(), **setup},
       "backend": jax.default_backend(), "devices": jax.device_count(),
       "sedl_model_only": _part(sedl_model_only, _SEDL.value, sedl_train),
       "card_model_only": _part(card_model_only, _CARD.value, card_train),

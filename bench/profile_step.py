@@ -1,7 +1,8 @@
 """Where the contrastive train step's time goes, per XLA op, on this machine.
 
   python bench/profile_step.py --out=bench/results [--variant=quick] [--steps=5]
-      [--dtype=config|float32|bfloat16] [--cpu_devices=auto|N] [--top=30]
+      [--dtype=config|float32|bfloat16] [--cpu_devices=auto|N]
+      [--cpu_conv_kernels=auto|xla_default] [--top=30]
 
 Traces `--steps` steps of the step bench/contrastive_step.py measures with
 `jax.profiler` (its Perfetto trace, no TensorFlow needed), sums every executed
@@ -29,12 +30,13 @@ from absl import app, flags
 
 import bench_output
 import contrastive_step
+import cpu_setup
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# --out, --steps (traced, after two warm-up steps) and --cpu_devices are
-# bench/contrastive_step.py's flags, defined when it is imported.
-_OUT, _STEPS, _CPU_DEVICES = contrastive_step._OUT, contrastive_step._STEPS, contrastive_step._CPU_DEVICES
+# --out and --steps (traced, after two warm-up steps) are bench/contrastive_step.py's
+# flags, --cpu_devices and --cpu_conv_kernels bench/cpu_setup.py's, defined when imported.
+_OUT, _STEPS = contrastive_step._OUT, contrastive_step._STEPS
 _VARIANT = flags.DEFINE_string("variant", "quick", "Config variant (sedl.py) to profile.")
 _DTYPE = flags.DEFINE_string("dtype", "config", "config | float32 | bfloat16.")
 _TOP = flags.DEFINE_integer("top", 30, "Ops listed one by one.")
@@ -124,11 +126,7 @@ def trace_events(folder: str, module_prefix: str) -> list[dict]:
 
 
 def main(argv):
-  from sedl_jax import cpu_devices
-  count, note = cpu_devices.choose(_CPU_DEVICES.value, [32, 128])
-  if note:
-    print(note)
-  cpu_devices.apply(count)
+  setup = cpu_setup.apply([32, 128])
   import jax
   built = contrastive_step.build(_VARIANT.value, _DTYPE.value)
   step, st, batch = built["step"], built["state"], built["batch"]
@@ -165,7 +163,7 @@ def main(argv):
       "variant": _VARIANT.value, "dtype": _DTYPE.value,
       "batch": built["batch_size"], "image_size": built["config"].data.image_size,
       "backend": jax.default_backend(), "device_count": jax.device_count(),
-      **bench_output.machine(),
+      **setup, **bench_output.machine(),
       "wall_ms_per_step": 1e3 * wall,
       "images_per_s_while_tracing": 2 * built["batch_size"] / wall,
       "op_ms_per_step_summed_over_devices": total,

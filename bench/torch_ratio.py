@@ -34,6 +34,9 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Runs of each, alternating.")
 _OUT = flags.DEFINE_string("out", "bench/results", "Output folder for the JSON.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
                             "The project's compute dtypes to measure (config.model.dtype).")
+_KERNELS = flags.DEFINE_list(
+    "cpu_conv_kernels", ["auto"], "The project's CPU convolution kernels to measure "
+    "(launch.py --cpu_conv_kernels): auto, xla_default or both.")
 flags.mark_flags_as_required(["torch_python"])
 
 
@@ -44,12 +47,17 @@ def _torch() -> float:
 
 
 def _project(tmp: str) -> dict:
-  """{dtype: images/s}, every dtype in one process (one after the other)."""
-  subprocess.run([sys.executable, os.path.join(ROOT, "bench", "contrastive_step.py"),
-                  "--variants=quick", "--steps=10", f"--dtypes={','.join(_DTYPES.value)}",
-                  f"--out={tmp}"], capture_output=True, check=True)
-  with open(os.path.join(tmp, "contrastive_step.json")) as f:
-    return {r["dtype"]: float(r["images_per_s"]) for r in json.load(f)["results"]}
+  """{"dtype kernels": images/s}: every dtype in one process per kernel setting."""
+  out = {}
+  for kernels in _KERNELS.value:
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "contrastive_step.py"),
+                    "--variants=quick", "--steps=10", f"--dtypes={','.join(_DTYPES.value)}",
+                    f"--cpu_conv_kernels={kernels}", f"--out={tmp}"], capture_output=True,
+                   check=True)
+    with open(os.path.join(tmp, "contrastive_step.json")) as f:
+      out.update({f"{r['dtype']} {kernels}": float(r["images_per_s"])
+                  for r in json.load(f)["results"]})
+  return out
 
 
 def main(argv):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import os
 
+from sedl_jax import xla_flags
+
 _FLAG = "--xla_force_host_platform_device_count"
 
 
@@ -66,11 +68,5 @@ def choose(flag: str, batch_sizes=(), env=os.environ) -> tuple[int | None, str]:
 def apply(n: int | None, env=None) -> None:
   """Adds the device count to XLA_FLAGS (of this process unless `env` is given);
   must run before the JAX backend starts. Child processes inherit it."""
-  if n is None:
-    return
-  if env is None:
-    env = os.environ
-    from jax._src import xla_bridge  # the only way to tell whether the backend started
-    if xla_bridge.backends_are_initialized():
-      raise RuntimeError("cpu_devices.apply: the JAX backend has already started")
-  env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {_FLAG}={n}".strip()
+  if n is not None:
+    xla_flags.add(f"{_FLAG}={n}", env)

@@ -28,6 +28,10 @@ TEST_XLA_FLAGS = "--xla_backend_optimization_level=1"
 if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 sys.path.insert(0, ROOT)
+# The launcher's CPU convolution kernels (launch.py --cpu_conv_kernels=auto) in this
+# process too, so in-process runs compile what the launcher's runs compile.
+from sedl_jax import cpu_kernels  # noqa: E402  (JAX's backend has not started yet)
+cpu_kernels.apply(cpu_kernels.choose("auto"))
 
 
 def child_env(cpu_devices: int | None = None) -> dict:

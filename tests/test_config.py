@@ -122,19 +122,24 @@ def test_real_data_fields_are_checked(tmp_path, field, value):
     _check(c)
 
 
-@pytest.mark.parametrize("flag", ["auto", "2"])
-def test_launcher_rejects_bad_input_before_compiling(tmp_path, flag):
+@pytest.mark.parametrize("flag,kernels", [("auto", "auto"), ("2", "xla_default")])
+def test_launcher_rejects_bad_input_before_compiling(tmp_path, flag, kernels):
+  from sedl_jax import cpu_devices, cpu_kernels
+  env = conftest.child_env()  # without the tests' kernel flag: the launcher chooses
+  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(cpu_kernels.EIGEN_CONVOLUTIONS, "")
   out = subprocess.run(
       [sys.executable, "launch.py", "--config=configs/sedl.py:tiny", f"--workdir={tmp_path}",
-       "--config.stages=('contrastive','dance')", f"--cpu_devices={flag}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=120, env=conftest.child_env())
+       "--config.stages=('contrastive','dance')", f"--cpu_devices={flag}",
+       f"--cpu_conv_kernels={kernels}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
   assert out.returncode == 2
   assert "config.stages: unknown stage 'dance'" in out.stderr
   # One XLA CPU device per usable core by default (tiny batch sizes all divide 2).
-  from sedl_jax import cpu_devices
   want = (cpu_devices.largest_fitting(cpu_devices.usable_cores(), [16, 4, 8, 16])
           if flag == "auto" else 2)
-  assert f"[devices] {want} cpu device(s) in 1 process(es)" in out.stdout, out.stdout
+  chosen = cpu_kernels.choose(kernels, env={})
+  expected = cpu_kernels.in_effect({"XLA_FLAGS": chosen or ""})
+  assert f"[devices] {want} cpu device(s) in 1 process(es); {expected}" in out.stdout, out.stdout
 
 
 def test_eval_without_a_checkpoint_exits_2_naming_the_stage(tmp_path):

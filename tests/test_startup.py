@@ -1,5 +1,5 @@
 """Process start-up: nothing starts a JAX backend at import, the distributed plan
-read from the environment, and the XLA CPU device count."""
+read from the environment, the XLA CPU device count and convolution kernels."""
 
 import os
 import subprocess
@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from sedl_jax import cpu_devices, distributed
+import conftest
+from sedl_jax import cpu_devices, cpu_kernels, distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,3 +101,50 @@ def test_usable_cores_respects_affinity():
   if not hasattr(os, "sched_getaffinity"):
     pytest.skip("no CPU affinity on this platform")
   assert cpu_devices.usable_cores() == len(os.sched_getaffinity(0))
+
+
+def test_cpu_conv_kernel_choice():
+  eigen, new = cpu_kernels.EIGEN_CONVOLUTIONS, (0, 10, 2)
+  assert cpu_kernels.choose("auto", {}, new, "x86_64") == eigen
+  assert cpu_kernels.choose("auto", {}, (0, 8, 2), "AMD64") == eigen
+  # XLA aborts at start-up on a flag value it cannot parse: jaxlib 0.8.1 is not asked.
+  assert cpu_kernels.choose("auto", {}, (0, 8, 1), "x86_64") is None
+  assert cpu_kernels.choose("auto", {}, new, "aarch64") is None  # measured on x86-64 only
+  assert cpu_kernels.choose("xla_default", {}, new, "x86_64") is None
+  # The user's own XLA_FLAGS win.
+  assert cpu_kernels.choose("auto", {"XLA_FLAGS": f"{cpu_kernels.FLAG}=dot"}, new, "x86_64") is None
+  with pytest.raises(ValueError, match="--cpu_conv_kernels='eigen'"):
+    cpu_kernels.choose("eigen")
+  env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
+  cpu_kernels.apply(eigen, env)
+  assert env["XLA_FLAGS"] == f"--xla_cpu_enable_fast_math=false {eigen}"
+  assert cpu_kernels.in_effect(env) == "Eigen convolutions, YNNPACK matmuls"
+  assert cpu_kernels.in_effect({}) == "XLA's default kernels"
+
+
+# A convolution's gradient at a shape XLA's default hands to YNNPACK (64 channels).
+CONV_GRAD_HLO = r'''
+import jax, jax.numpy as jnp
+conv = lambda w, x: jax.lax.conv_general_dilated(
+    x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+f = jax.jit(jax.grad(lambda w, x: (conv(w, x) ** 2).sum(), argnums=(0, 1)))
+print(f.lower(jnp.ones((3, 3, 64, 64)), jnp.ones((4, 6, 6, 64))).compile().as_text())
+'''
+
+
+def test_eigen_kernels_take_the_convolutions_out_of_ynnpack():
+  """What --cpu_conv_kernels=auto asks of XLA happens: no convolution is left in a
+  YNNPACK fusion, where XLA's default puts some."""
+  if cpu_kernels.choose("auto", {}) is None:
+    pytest.skip("--cpu_conv_kernels=auto keeps XLA's default kernels on this machine")
+  hlo = {}
+  for kernels in ("auto", "xla_default"):
+    env = conftest.child_env()
+    flags = env.get("XLA_FLAGS", "").replace(cpu_kernels.EIGEN_CONVOLUTIONS, "")
+    env["XLA_FLAGS"] = f"{flags} {cpu_kernels.choose(kernels, {}) or ''}".strip()
+    out = subprocess.run([sys.executable, "-c", CONV_GRAD_HLO], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    hlo[kernels] = out.stdout
+  assert "__ynn_fusion" in hlo["xla_default"]
+  assert "__ynn_fusion" not in hlo["auto"] and hlo["auto"].count(" convolution(") == 3

@@ -1,0 +1,21 @@
+"""The launcher's CPU setup for a benchmark, made before JAX starts: the XLA CPU
+device count and the convolution kernels (launch.py --cpu_devices, --cpu_conv_kernels)."""
+
+from absl import flags
+
+CPU_DEVICES = flags.DEFINE_string(
+    "cpu_devices", "auto", "XLA CPU devices: auto (one per usable core, as launch.py) or N.")
+CONV_KERNELS = flags.DEFINE_enum(
+    "cpu_conv_kernels", "auto", ["auto", "xla_default"],
+    "CPU convolution kernels, as launch.py: auto (Eigen where measured faster) or xla_default.")
+
+
+def apply(batch_sizes, quiet: bool = False) -> dict:
+  """Sets both in XLA_FLAGS; returns what to record in the benchmark's JSON."""
+  from sedl_jax import cpu_devices, cpu_kernels
+  count, note = cpu_devices.choose(CPU_DEVICES.value, batch_sizes)
+  if note and not quiet:
+    print(note)
+  cpu_devices.apply(count)
+  cpu_kernels.apply(cpu_kernels.choose(CONV_KERNELS.value))
+  return {"cpu_devices_flag": CPU_DEVICES.value, "cpu_conv_kernels": cpu_kernels.in_effect()}
