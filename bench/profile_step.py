@@ -12,6 +12,12 @@ grouped into forward / backward convolutions, BatchNorm, the on-device
 augmentation, the loss and the optimizer update. Times are summed over devices
 (with one device per core, about cores x the step's wall time when both are busy).
 
+With `--cpu_conv_kernels=auto` (the default: XLA's Eigen convolutions) the
+convolutions are missing from the op events: Eigen runs them asynchronously and
+their events last only the launch. Their time is in `not_in_op_events_ms_per_step`
+(devices x wall time - op time, so idle time too); `--cpu_conv_kernels=xla_default`
+shows every convolution as an op of its own.
+
 Writes `profile_step.json` in --out: per group ms/step and share, the top ops,
 and the trace folder (open its perfetto_trace.json.gz at ui.perfetto.dev).
 """
@@ -168,6 +174,9 @@ def main(argv):
       "images_per_s_while_tracing": 2 * built["batch_size"] / wall,
       "op_ms_per_step_summed_over_devices": total,
       "ops_not_found_in_hlo_ms": unnamed,
+      # Eigen convolutions (--cpu_conv_kernels=auto) run asynchronously on XLA's
+      # thread pool: their op events last only the launch, so their time is here.
+      "not_in_op_events_ms_per_step": max(0.0, 1e3 * wall * jax.device_count() - total),
       "groups": {k: {"ms_per_step": v, "share": v / total}
                  for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
       "top_ops": [{"op": op, "ms_per_step": ms, "share": ms / total, "opcode": ops.get(op, ("?",))[0],
@@ -176,6 +185,8 @@ def main(argv):
   }
   for k, v in result["groups"].items():
     print(f"{k:48s} {v['ms_per_step']:8.1f} ms/step  {100 * v['share']:5.1f}%")
+  print(f"{'not in op events (Eigen convolutions, idle)':48s} "
+        f"{result['not_in_op_events_ms_per_step']:8.1f} ms/step")
   bench_output.write(_OUT.value, "profile_step", result)
 
 
