@@ -18,7 +18,7 @@ Flags:
   --predict.X    predict settings (sedl_jax/config/defaults.py:predict), e.g.
                  --predict.face=none --predict.smooth=hmm --predict.fps=10.
   --cpu_devices  XLA CPU devices: auto (one per usable core) or N.
-  --cpu_conv_kernels  auto (XLA's Eigen convolutions on x86-64, jaxlib >= 0.8.2: 13%
+  --cpu_conv_kernels  auto (XLA's Eigen convolutions on x86-64, jaxlib >= 0.8.2: 13-16%
                  faster there) or xla_default (XLA's own choice, YNNPACK).
   --distributed  auto | on | off: start jax.distributed from JAX_* / SLURM / Open MPI.
   --distributed_heartbeat_s  several processes: when one dies, the others abort after
@@ -60,7 +60,7 @@ _CPU_DEVICES = flags.DEFINE_string(
 _CPU_CONV_KERNELS = flags.DEFINE_enum(
     "cpu_conv_kernels", "auto", ["auto", "xla_default"],
     "Which library runs convolutions on the CPU: auto = XLA's Eigen kernels on x86-64 with "
-    "jaxlib >= 0.8.2 (YNNPACK keeps the matmuls; 13% faster quick step on a 2-core EPYC), "
+    "jaxlib >= 0.8.2 (YNNPACK keeps the matmuls; a 13-16% faster quick step on a 2-core EPYC), "
     "else XLA's default; xla_default = XLA's own choice. Ignored when XLA_FLAGS sets "
     "--xla_cpu_experimental_ynn_fusion_type. No effect on a GPU.")
 _DISTRIBUTED = flags.DEFINE_enum(
