@@ -122,8 +122,13 @@ def test_cpu_conv_kernel_choice():
   assert cpu_kernels.in_effect({}) == "XLA's default kernels"
 
 
-# A convolution's gradient at a shape XLA's default hands to YNNPACK (64 channels).
+# The README's set-up for Python users, then a convolution's gradient at a shape
+# XLA's default hands to YNNPACK (64 channels).
 CONV_GRAD_HLO = r'''
+import sys
+from sedl_jax import cpu_devices, cpu_kernels
+cpu_devices.apply(cpu_devices.choose("auto")[0])
+cpu_kernels.apply(cpu_kernels.choose(sys.argv[1]))
 import jax, jax.numpy as jnp
 conv = lambda w, x: jax.lax.conv_general_dilated(
     x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -133,17 +138,16 @@ print(f.lower(jnp.ones((3, 3, 64, 64)), jnp.ones((4, 6, 6, 64))).compile().as_te
 
 
 def test_eigen_kernels_take_the_convolutions_out_of_ynnpack():
-  """What --cpu_conv_kernels=auto asks of XLA happens: no convolution is left in a
-  YNNPACK fusion, where XLA's default puts some."""
+  """What --cpu_conv_kernels=auto (and the README's Python set-up) asks of XLA
+  happens: no convolution is left in a YNNPACK fusion, where XLA's default puts some."""
   if cpu_kernels.choose("auto", {}) is None:
     pytest.skip("--cpu_conv_kernels=auto keeps XLA's default kernels on this machine")
   hlo = {}
   for kernels in ("auto", "xla_default"):
-    env = conftest.child_env()
-    flags = env.get("XLA_FLAGS", "").replace(cpu_kernels.EIGEN_CONVOLUTIONS, "")
-    env["XLA_FLAGS"] = f"{flags} {cpu_kernels.choose(kernels, {}) or ''}".strip()
-    out = subprocess.run([sys.executable, "-c", CONV_GRAD_HLO], capture_output=True, text=True,
-                         timeout=120, env=env)
+    env = conftest.child_env()  # without the tests' kernel flag
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(cpu_kernels.EIGEN_CONVOLUTIONS, "")
+    out = subprocess.run([sys.executable, "-c", CONV_GRAD_HLO, kernels], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     hlo[kernels] = out.stdout
   assert "__ynn_fusion" in hlo["xla_default"]
