@@ -62,7 +62,7 @@ _CPU_CONV_KERNELS = flags.DEFINE_enum(
     "Which library runs convolutions on the CPU: auto = XLA's Eigen kernels on x86-64 with "
     "jaxlib >= 0.8.2 (YNNPACK keeps the matmuls; a 13-16% faster quick step on a 2-core EPYC), "
     "else XLA's default; xla_default = XLA's own choice. Ignored when XLA_FLAGS sets "
-    "--xla_cpu_experimental_ynn_fusion_type. No effect on a GPU.")
+    "--xla_cpu_experimental_ynn_fusion_type. Only XLA's CPU backend reads it.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "on", "off"],
     "Multi-process start: auto = when JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID "

@@ -1,20 +1,20 @@
 """Which library runs XLA's CPU convolutions, chosen before JAX starts its backend.
 
-Since jaxlib 0.8.2, XLA's CPU backend hands convolutions to YNNPACK by default. On
-this project's ResNets (16-128 channels, 3-48 px maps) its weight-gradient
-convolutions need the activations transposed to channel-major first, and those
-copies and kernels were 47% of the quick contrastive step's op time (issue 16,
-`bench/profile_step.py`). Taking convolutions out of YNNPACK's list
+XLA's CPU backend hands convolutions to YNNPACK by default (jaxlib 0.10). On
+this project's ResNets (16-128 channels, 3-48 px maps) XLA's older Eigen kernels
+run them faster (convolutions and the layout copies around them are nearly all of
+the quick contrastive step's op time: issue 16, `bench/profile_step.py`). Taking
+convolutions out of YNNPACK's list
 (`--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`) sends them to
 XLA's Eigen kernels and keeps YNNPACK for the matmuls: on a 2-core AMD EPYC the
 quick step ran at 569-585 images/s against 497-512 with XLA's default, in three
 alternating rounds.
 
-`auto` asks for that where it was measured to help and where XLA knows the
-flag: x86-64 and jaxlib >= 0.8.2 (0.8.1 knows the flag but not the value, and
-XLA aborts at start-up on a value it cannot parse). Elsewhere, and when the user's
-XLA_FLAGS already name the flag, XLA's default stays. The flag only shapes the
-CPU backend's compiles; a GPU run is unaffected.
+`auto` asks for that on x86-64 (measured there, with jaxlib 0.10.2) with jaxlib >=
+0.8.2, the first whose XLA parses the value (0.8.1 knows the flag but not the value,
+and XLA aborts at start-up on a value it cannot parse; checked in throwaway venvs). Elsewhere, and when the user's
+XLA_FLAGS already name the flag, XLA's default stays. Only XLA's CPU backend reads
+the flag.
 """
 
 from __future__ import annotations
