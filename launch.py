@@ -35,6 +35,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from sedl_jax import cpu_kernels  # no JAX import: the backend starts after the flags
 from sedl_jax.config import defaults
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -58,7 +59,7 @@ _CPU_DEVICES = flags.DEFINE_string(
     "largest count dividing every batch size), or a number. Ignored when XLA_FLAGS sets "
     "--xla_force_host_platform_device_count.")
 _CPU_CONV_KERNELS = flags.DEFINE_enum(
-    "cpu_conv_kernels", "auto", ["auto", "xla_default"],
+    "cpu_conv_kernels", "auto", list(cpu_kernels.SETTINGS),
     "Which library runs convolutions on the CPU: auto = XLA's Eigen kernels on x86-64 with "
     "jaxlib >= 0.8.2 (YNNPACK keeps the matmuls; a 13-16% faster quick step on a 2-core EPYC), "
     "else XLA's default; xla_default = XLA's own choice. Ignored when XLA_FLAGS sets "
@@ -89,7 +90,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # Both before anything starts a JAX backend: the device count and the
   # distributed runtime are fixed when it starts.
-  from sedl_jax import cpu_devices, cpu_kernels, distributed
+  from sedl_jax import cpu_devices, distributed
   predicting = _MODE.value == "predict"
   if _CONFIG.value is None and not predicting:
     _fail("error: --config is required (except with --mode=predict)")

@@ -1,18 +1,24 @@
 """The launcher's CPU setup for a benchmark, made before JAX starts: the XLA CPU
 device count and the convolution kernels (launch.py --cpu_devices, --cpu_conv_kernels)."""
 
+import os
+import sys
+
 from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from sedl_jax import cpu_kernels  # noqa: E402  (no JAX import)
 
 CPU_DEVICES = flags.DEFINE_string(
     "cpu_devices", "auto", "XLA CPU devices: auto (one per usable core, as launch.py) or N.")
 CONV_KERNELS = flags.DEFINE_enum(
-    "cpu_conv_kernels", "auto", ["auto", "xla_default"],
+    "cpu_conv_kernels", "auto", list(cpu_kernels.SETTINGS),
     "CPU convolution kernels, as launch.py: auto (Eigen where measured faster) or xla_default.")
 
 
 def apply(batch_sizes, quiet: bool = False) -> dict:
   """Sets both in XLA_FLAGS; returns what to record in the benchmark's JSON."""
-  from sedl_jax import cpu_devices, cpu_kernels
+  from sedl_jax import cpu_devices
   count, note = cpu_devices.choose(CPU_DEVICES.value, batch_sizes)
   if note and not quiet:
     print(note)

@@ -13,8 +13,8 @@ alternating rounds.
 `auto` asks for that on x86-64 (measured there, with jaxlib 0.10.2) with jaxlib >=
 0.8.2, the first whose XLA parses the value: 0.8.1's library has the flag but not
 the value `individual_convolution`, and XLA aborts at start-up on a value it cannot
-parse (0.8.2 took it, and aborted on a made-up value, in a throwaway venv). Elsewhere, and when the user's
-XLA_FLAGS already name the flag, XLA's default stays. Only XLA's CPU backend reads
+parse (0.8.2 took it, and aborted on a made-up value, in a throwaway venv).
+Elsewhere, and when the user's XLA_FLAGS already name the flag, XLA's default stays. Only XLA's CPU backend reads
 the flag.
 """
 

@@ -1,4 +1,4 @@
-"""Adding to XLA_FLAGS before JAX starts its backend (XLA reads them once, then)."""
+"""Adding to XLA_FLAGS before JAX starts its backend (XLA reads them once, when it starts)."""
 
 from __future__ import annotations
 

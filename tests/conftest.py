@@ -25,12 +25,12 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # it; it is part of the compilation cache key, so a user's runs are not mixed
 # with the tests'. Results stay deterministic for a given setting.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=1"
-if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 sys.path.insert(0, ROOT)
+from sedl_jax import cpu_kernels, xla_flags  # noqa: E402  (JAX's backend has not started yet)
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+  xla_flags.add(TEST_XLA_FLAGS)
 # The launcher's CPU convolution kernels (launch.py --cpu_conv_kernels=auto) in this
 # process too, so in-process runs compile what the launcher's runs compile.
-from sedl_jax import cpu_kernels  # noqa: E402  (JAX's backend has not started yet)
 cpu_kernels.apply(cpu_kernels.choose("auto"))
 
 
