@@ -22,8 +22,11 @@ install: $(VENV)/.installed
 run: install
 	$(PY) launch.py --config=$(CONFIG) --workdir=$(WORKDIR)
 
+# --no-loadscope-reorder: xdist would otherwise hand out the files with the most
+# tests first, which puts the longest files (few, slow tests) last and leaves one
+# worker idle at the end; tests/conftest.py orders them longest first instead.
 test: install
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/contrastive_step.py --out=bench/results
@@ -32,6 +35,7 @@ bench: install
 	$(PY) bench/prepare_data.py --out=bench/results
 	$(PY) bench/hot_paths.py --out=bench/results
 	$(PY) bench/profile_step.py --out=bench/results
+	$(PY) bench/layout_transpose.py --out=bench/results
 
 clean:
 	rm -rf runs .pytest_cache
