@@ -19,12 +19,12 @@ Writes `layout_transpose.json` in --out: ms and GB/s (bytes read + written) for 
 
 import os
 import sys
-import time
 
 from absl import app, flags
 
 import bench_output
 import cpu_setup
+import timing
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -35,19 +35,6 @@ _CHANNELS = flags.DEFINE_integer("channels", 16, "Activation channels.")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Calls per timing; the best of 5 timings is kept.")
 
 CHANNEL_MAJOR = (3, 1, 2, 0)  # [N, H, W, C] -> [C, H, W, N]
-
-
-def best_ms(fn, args, repeats: int) -> float:
-  import jax
-  jax.block_until_ready(fn(*args))  # compile
-  best = float("inf")
-  for _ in range(5):
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-      out = fn(*args)
-    jax.block_until_ready(out)
-    best = min(best, (time.perf_counter() - t0) / repeats)
-  return best * 1e3
 
 
 def main(argv):
@@ -71,7 +58,8 @@ def main(argv):
   moved = 2 * x.nbytes  # each reads the activation once and writes one of its size
   timings = {}
   for name, fn in ops.items():
-    ms = best_ms(jax.jit(fn), (x, scale, shift), _REPEATS.value)
+    jitted = jax.jit(fn)
+    ms = 1e3 * timing.best_time(lambda: jitted(x, scale, shift), timings=5, calls=_REPEATS.value)
     timings[name] = {"ms": ms, "gb_per_s": moved / (ms * 1e-3) / 1e9}
   result = {
       "benchmark": "layout_transpose",

@@ -14,12 +14,12 @@ skipped, with the command that trains it.
 import os
 import sys
 import tempfile
-import time
 
 from absl import app, flags
 
 import bench_output
 import cpu_setup
+import timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -39,25 +39,15 @@ def _faces(model, n: int):
   return np.random.default_rng(0).integers(0, 256, (n, s, s, c), dtype=np.uint8)
 
 
-def _timed(fn, repeats: int = 2) -> float:
-  """Best wall time of `repeats` calls after one warm-up (compile) call."""
-  fn()
-  best = float("inf")
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t0)
-  return best
-
 
 def sedl_model_only(workdir: str) -> dict:
   from sedl_jax.predict import Predictor
   p = Predictor.from_workdir(workdir, {"face": "none"})
   faces = _faces(p.model, _FACES.value)
-  enc = _timed(lambda: p.model.face_outputs(faces))
+  enc = timing.best_time(lambda: p.model.face_outputs(faces))
   per_face = p.model.face_outputs(faces)
-  heads = _timed(lambda: p.model.track_outputs(per_face, forecasts=False))
-  full = _timed(lambda: p.model.track_outputs(per_face, forecasts=True))
+  heads = timing.best_time(lambda: p.model.track_outputs(per_face, forecasts=False))
+  full = timing.best_time(lambda: p.model.track_outputs(per_face, forecasts=True))
   n = len(faces)
   return {"faces": n, "one_track": True, "encoder_faces_per_s": round(n / enc, 1),
           "heads_with_temporal_context_faces_per_s": round(n / heads, 1),
@@ -71,7 +61,7 @@ def card_model_only(workdir: str) -> dict:
   from sedl_jax.predict import Predictor
   p = Predictor.from_workdir(workdir, {"face": "none"})
   faces = _faces(p.model, _CARD_FACES.value)
-  wall = _timed(lambda: p.model.face_outputs(faces), repeats=1)
+  wall = timing.best_time(lambda: p.model.face_outputs(faces), timings=1)
   n = len(faces)
   return {"faces": n, "num_samples": p.model.num_samples,
           "timesteps": int(p.model.card.meta["stage_model"]["timesteps"]),
