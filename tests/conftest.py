@@ -50,9 +50,9 @@ def child_env(cpu_devices: int | None = None) -> dict:
 # The longest test files first: `pytest -n 2 --dist loadfile --no-loadscope-reorder`
 # (`make test`) hands whole files to the two workers in this order, so the long ones
 # do not start last and leave one worker idle at the end (longest-first scheduling).
-# Without --no-loadscope-reorder xdist sorts files by their number of tests instead,
-# and the two-process file (2 tests, the longest) ran last: 7 min 2 s against
-# 6 min 42 s warm on 2 cores, one worker idle for its last ~2.5 min.
+# Without --no-loadscope-reorder xdist sorts files by their number of tests instead:
+# the two-process file (2 tests, the longest) ran last and the other worker sat idle
+# for its last ~2.5 min (timings in the README's *Tests*).
 # From an empty compilation cache, seconds on 2 cores: 319, 222, 205, 127, 111, 63, 35,
 # 33, 19; every other file under 16.
 LONGEST_FIRST = ("test_multiprocess.py", "test_card_e2e.py", "test_sedl_e2e.py",
