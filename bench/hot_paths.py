@@ -2,7 +2,8 @@
 devices the launcher would use (`--cpu_devices`, default auto = one per core):
 
   * the classifier / supervised CNN train step (f_phi: ResNet18+CBAM, quick);
-  * the CARD train step (noise network on cached features, quick);
+  * the CARD train step (noise network on cached features, quick), on the devices
+    its stage trains on (`card.devices_per_process`) and on all of them;
   * the embedding pass (the encoder over uint8 images, inference);
   * the report's t-SNE and the linear / kNN probes (scikit-learn, host only).
 
@@ -93,9 +94,10 @@ def card_step(c, dp, steps, feature_dim: int) -> dict:
           "y0": np.eye(nc, dtype=np.float32)[rng.integers(0, nc, batch)]}
   compile_s, dt = _train_step(dp, spec, tx, sched, card.make_loss_fn(net, card.schedule(c.card)),
                               data, steps)
-  return {"path": "CARD train step (noise network, features cached)", "batch": batch,
-          "feature_dim": feature_dim, "hidden": int(c.card.hidden), "compile_s": compile_s,
-          "step_s": dt, "images_per_s": batch / dt}
+  return {"path": f"CARD train step (noise network, features cached), {dp.num_devices} dev",
+          "batch": batch, "devices": dp.num_devices, "feature_dim": feature_dim,
+          "hidden": int(c.card.hidden), "compile_s": compile_s, "step_s": dt,
+          "images_per_s": batch / dt}
 
 
 def embedding_pass(c, dp, steps) -> tuple[dict, int]:
@@ -163,8 +165,11 @@ def main(argv):
   c = card_fer.get_config("quick,ablation=proposed")
   dp = DataParallel.create()
   emb, dim = embedding_pass(c, dp, _STEPS.value)
-  results = [classifier_step(c, dp, _STEPS.value), card_step(c, dp, _STEPS.value, dim), emb,
-             *host_analysis(dim)]
+  # The CARD stage trains on card.devices_per_process devices of each process (the
+  # first result); on every device too when that differs, for the comparison.
+  card_dp = dp.per_process(int(c.card.devices_per_process))
+  cards = [card_step(c, d, _STEPS.value, dim) for d in dict.fromkeys((card_dp, dp))]
+  results = [classifier_step(c, dp, _STEPS.value), *cards, emb, *host_analysis(dim)]
   for r in results:
     rate = r.get("images_per_s", r.get("items_per_s"))
     print(f"{r['path']:58s} {rate:10.1f} /s")

@@ -75,7 +75,7 @@ def test_validation_names_the_field(mutate, field):
 
 
 @pytest.mark.parametrize("field, value", [("num_samples", 0), ("timesteps", 1),
-                                          ("eval_batch_size", 0)])
+                                          ("eval_batch_size", 0), ("devices_per_process", -1)])
 def test_card_sampling_fields_are_checked(field, value):
   c = card_fer.get_config("tiny,ablation=proposed")
   c.card[field] = value

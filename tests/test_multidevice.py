@@ -81,7 +81,14 @@ if stage != "contrastive":
   key = jax.random.PRNGKey(5)
   alone = card.draw_samples(sampler, v, h, y_hat, key, 8, "one device")
   dp4 = DataParallel.create()
-  split = card.draw_samples(sampler, dp4.replicate(v), h, y_hat, key, 8, "four devices", dp4)
+  # The CARD stage trains on one device per process (card.devices_per_process) and
+  # hands its variables, through each process's own copy, to every device to sample.
+  from sedl_jax.train.mesh import local_copy
+  dp1 = dp4.per_process(1)
+  assert dp1.num_devices == 1 and dp4.per_process(0) is dp4 and dp4.per_process(4) is dp4
+  v4 = dp4.replicate(local_copy(dp1.replicate(v)))
+  assert all(len(x.sharding.device_set) == 4 for x in jax.tree.leaves(v4))
+  split = card.draw_samples(sampler, v4, h, y_hat, key, 8, "four devices", dp4)
   assert split.shape == alone.shape == (4, 8, 7)
   assert np.abs(split - alone).max() <= 1e-4 * max(np.abs(alone).max(), 1.0), np.abs(split - alone).max()
 print("MULTIDEVICE_OK", float(m1["loss"]))

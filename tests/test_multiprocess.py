@@ -9,7 +9,8 @@ every global batch:
     aborts instead of waiting, and the same command restarted ends equal to the
     unbroken run;
   * the diffusion-FER `proposed` row (Barlow Twins, f_phi, CARD, the Table-3
-    report) runs, and its Barlow Twins stage agrees with one process of four devices.
+    report) runs, CARD training on one device of each process and sampling on all,
+    and its Barlow Twins stage agrees with one process of four devices.
 """
 
 import json
@@ -119,7 +120,10 @@ def test_sedl_on_two_processes_agrees_with_one_and_survives_a_kill(data, tmp_pat
 def test_the_proposed_diffusion_row_on_two_processes(data, tmp_path):
   stages = "('barlow','classifier','card','report')"
   two, one = tmp_path / "two", tmp_path / "one"
-  _ok(_run(_argv(PROPOSED, data, two, stages, source="fer"), two, 2, devices=2))
+  outs = _ok(_run(_argv(PROPOSED, data, two, stages, source="fer"), two, 2, devices=2))
+  # CARD trains on one device of each process (card.devices_per_process=1), then
+  # samples on all four.
+  assert "[card] training on 2 of 4 devices (1 per process)" in outs[0]
   results = json.load(open(two / "results.json"))
   card = results["card"]
   assert card["num_examples"] == 28 and 0 <= card["accuracy"] <= 1

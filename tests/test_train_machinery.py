@@ -32,6 +32,16 @@ def test_weight_decay_skips_biases_and_norms():
     assert float(jnp.abs(upd["bn"]["scale"]).sum()) == 0, name
 
 
+def test_a_small_stage_takes_the_first_devices_of_every_process():
+  from types import SimpleNamespace
+  from sedl_jax.train.mesh import first_per_process
+  # Two processes of three devices, in mesh order (process-major, as jax.devices()).
+  devices = [SimpleNamespace(id=i, process_index=i // 3) for i in range(6)]
+  ids = lambda k: [d.id for d in first_per_process(devices, k)]
+  assert ids(1) == [0, 3] and ids(2) == [0, 1, 3, 4]
+  assert ids(0) == ids(3) == ids(7) == list(range(6))
+
+
 def test_warmup_cosine_schedule_and_steps():
   cfg = defaults.optimizer("adam", 1.0, warmup_epochs=1)
   _, sched = optim.make_optimizer(cfg, total_steps=20, steps_per_epoch=5)

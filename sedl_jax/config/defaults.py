@@ -315,6 +315,10 @@ def card(variant: str) -> ml_collections.ConfigDict:
   c.optimizer = optimizer("adam", 1e-3, warmup_epochs={"tiny": 0, "quick": 1, "paper": 10}[variant])
   c.optimizer.grad_clip = 1.0
   c.ema_decay = {"tiny": 0.9, "quick": 0.999, "paper": 0.9999}[variant]
+  # Train on this many devices of each process (0: all). The noise network's steps
+  # are a few small matmuls: split over two CPU devices, the gradient all-reduce
+  # costs more than it saves (README, Benchmarks). Sampling always uses every device.
+  c.devices_per_process = 1
   c.num_samples = {"tiny": 8, "quick": 100, "paper": 100}[variant]
   c.classifier_stage = "classifier"  # the frozen f_phi (and its encoder) CARD builds on
   c.sample_temperature = 1.0  # T_s; <= 0 tunes it on training NLL

@@ -214,6 +214,10 @@ def _check_trained_stage(config, s: str, num_devices: int, process_count: int) -
   if "temperature" in st:
     _positive_number(config, f"{s}.temperature")
   if s == "card":
+    per_process = st.devices_per_process
+    if isinstance(per_process, bool) or not isinstance(per_process, int) or per_process < 0:
+      raise ConfigError(f"config.card.devices_per_process={per_process!r}: must be an integer "
+                        ">= 0 (0: every device)")
     _positive_int(config, "card.num_samples")
     _positive_int(config, "card.eval_batch_size")
     if _positive_int(config, "card.timesteps") < 2:

@@ -129,7 +129,7 @@ def run(ctx) -> StageResult:
   trained = stage_lib.train_stage(ctx, spec, stage_lib.TrainSpec(
       loss_fn=make_loss_fn(spec.model, schedule(cfg)),
       data={"h": h_tr, "y_hat": yhat_tr, "y0": np.eye(nc, dtype=np.float32)[y_tr]},
-      ema_decay=float(cfg.ema_decay)))
+      ema_decay=float(cfg.ema_decay), devices_per_process=int(cfg.devices_per_process)))
   return evaluate(ctx, trained, feats)
 
 

@@ -1,4 +1,5 @@
-"""A 1-D `data` mesh over all devices: batches sharded, parameters replicated."""
+"""A 1-D `data` mesh (every device, or the first few of each process for steps too
+small to split): batches sharded, parameters replicated."""
 
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ class DataParallel:
   @property
   def num_devices(self) -> int:
     return self.mesh.size
+
+  def per_process(self, k: int) -> "DataParallel":
+    """The first `k` of every process's devices in this mesh (this mesh itself when
+    k <= 0 or no process has more): a stage whose steps are too small to gain from
+    more devices trains there, still across every process, so each process keeps
+    feeding its block of every batch."""
+    devices = list(self.mesh.devices.flat)
+    keep = first_per_process(devices, k)
+    return self if len(keep) == len(devices) else DataParallel.create(keep)
 
   @property
   def replicated(self) -> NamedSharding:
@@ -51,12 +61,30 @@ class DataParallel:
                    donate_argnums=(0,) if donate else ())
 
 
+def first_per_process(devices, k: int) -> list:
+  """The first `k` devices of each process, in the given order (all when k <= 0)."""
+  seen: dict[int, int] = {}
+  keep = []
+  for d in devices:
+    seen[d.process_index] = seen.get(d.process_index, 0) + 1
+    if k <= 0 or seen[d.process_index] <= k:
+      keep.append(d)
+  return keep
+
+
 def to_host(x) -> np.ndarray:
   """A (possibly multi-host) global array -> the full NumPy array on every host."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(jax.device_get(x))
+
+
+def local_copy(tree):
+  """Replicated arrays -> this process's own copy of each, as NumPy; `replicate`
+  puts them on another mesh without a transfer between processes (which
+  multi-process JAX does not do between different device sets)."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
 def lead_then_all(what: str, lead_fn, error_type=RuntimeError, max_bytes: int = 4096):

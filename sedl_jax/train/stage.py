@@ -30,6 +30,7 @@ from sedl_jax.train import state as train_state
 from sedl_jax.train.checkpoint import StageCheckpoints
 from sedl_jax.train import metrics as metrics_lib
 from sedl_jax.train.metrics import MetricWriter
+from sedl_jax.train.mesh import local_copy
 
 
 @dataclasses.dataclass
@@ -62,6 +63,9 @@ class TrainSpec:
   on_epoch_end: Callable[[Any, int], dict] | None = None  # (state, epoch) -> scalars
   lr_scale: float = 1.0
   init_meta: dict | None = None  # where `init_variables` came from, saved in the metadata
+  # > 0: train on at most this many devices of every process (`DataParallel.per_process`),
+  # for steps so small that splitting them costs more than it saves; 0: every device.
+  devices_per_process: int = 0
 
 
 @dataclasses.dataclass
@@ -92,7 +96,9 @@ def inference_variables(state) -> dict:
 # Stage fields that do not change the training trajectory (evaluation, logging, I/O).
 NOT_TRAINING = {"log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "knn_k",
                 "knn_temperature", "pixel_baseline", "horizons", "num_samples", "sample_temperature",
-                "tune_images", "pavpu_alpha", "pavpu_threshold", "eval_batch_size"}
+                "tune_images", "pavpu_alpha", "pavpu_threshold", "eval_batch_size",
+                # where the steps run, like the device count (summation order only)
+                "devices_per_process"}
 
 
 def training_fields(config, stage: str) -> dict:
@@ -168,12 +174,17 @@ def train_stage(ctx, spec: ModelSpec, train: TrainSpec) -> Trained:
   """Trains (or resumes) a stage to its configured length; in eval mode, restores it."""
   if ctx.mode == "eval":
     return restore(ctx, spec, workdir=ctx.workdir)
-  config, cfg, dp = ctx.config, ctx.config[spec.name], ctx.dp
+  config, cfg = ctx.config, ctx.config[spec.name]
+  dp = ctx.dp.per_process(train.devices_per_process)
   n = len(next(iter(train.data.values())))
   batch = fit_batch(cfg.batch_size, n, dp.num_devices, spec.name)
   total, per_epoch = optim.resolve_steps(cfg, n, batch)
   if jax.process_index() == 0:
     print(f"[{spec.name}] length: {optim.describe_length(cfg, n, batch)}", flush=True)
+    if dp is not ctx.dp:
+      print(f"[{spec.name}] training on {dp.num_devices} of {ctx.dp.num_devices} devices "
+            f"({train.devices_per_process} per process); the model is then used on all",
+            flush=True)
   tx, schedule = optim.make_optimizer(cfg.optimizer, total, per_epoch, train.lr_scale)
   meta = expected_meta(ctx, spec)
   if train.init_meta:
@@ -191,20 +202,24 @@ def train_stage(ctx, spec: ModelSpec, train: TrainSpec) -> Trained:
       state = ckpt.restore_state(state, meta)
       metrics_lib.truncate(ctx.workdir, spec.name, int(jax.device_get(state.step)))
     if int(jax.device_get(state.step)) < total:
-      state = _run_loop(ctx, spec, train, state, (tx, schedule), batch, total, per_epoch, ckpt, meta)
+      state = _run_loop(ctx, dp, spec, train, state, (tx, schedule), batch, total, per_epoch,
+                        ckpt, meta)
     elif fresh and train.init_variables is not None:
       # 0 steps from a pretrained start: the start itself is the stage's model.
       ckpt.save(0, state, inference_variables(state), meta)
     elif fresh:
       raise ValueError(f"stage {spec.name!r}: 0 training steps")
   step = int(jax.device_get(state.step))
-  return Trained(spec.model, inference_variables(state), step, dict(meta, step=step))
+  variables = inference_variables(state)
+  if dp is not ctx.dp:  # later use (evaluation, sampling) runs on every device
+    variables = ctx.dp.replicate(local_copy(variables))
+  return Trained(spec.model, variables, step, dict(meta, step=step))
 
 
-def _run_loop(ctx, spec, train, state, optimiser, batch, total, per_epoch, ckpt, meta):
+def _run_loop(ctx, dp, spec, train, state, optimiser, batch, total, per_epoch, ckpt, meta):
   from sedl_jax.data import pipeline  # the machinery itself does not depend on the data code
   tx, schedule = optimiser
-  dp, data_cfg = ctx.dp, ctx.config.data
+  data_cfg = ctx.config.data
   step_fn = dp.jit_step(train_state.make_train_step(train.loss_fn, tx, schedule,
                                                     ema_decay=train.ema_decay))
   source = pipeline.ArraySource(train.data)
