@@ -36,6 +36,7 @@ bench: install
 	$(PY) bench/hot_paths.py --out=bench/results
 	$(PY) bench/profile_step.py --out=bench/results
 	$(PY) bench/layout_transpose.py --out=bench/results
+	$(PY) bench/card_activation.py --out=bench/results
 
 clean:
 	rm -rf runs .pytest_cache
