@@ -3,7 +3,7 @@ peak memory, for the `quick` and `paper` variants on whatever devices are presen
 
   python bench/contrastive_step.py --out=bench/results [--variants=quick,paper] [--steps=5]
       [--dtypes=config|float32,bfloat16] [--cpu_devices=auto|N]
-      [--cpu_conv_kernels=auto|xla_default]
+      [--cpu_conv_kernels=auto|xla_default] [--cpu_conv_input_copy=auto|off]
 
 Writes `contrastive_step.json` in --out. Peak memory is the device allocator's
 peak where the backend reports it (GPU), else the process's peak RSS (CPU).

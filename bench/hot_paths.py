@@ -8,7 +8,7 @@ devices the launcher would use (`--cpu_devices`, default auto = one per core):
   * the report's t-SNE and the linear / kNN probes (scikit-learn, host only).
 
   python bench/hot_paths.py --out=bench/results [--cpu_devices=auto|N]
-      [--cpu_conv_kernels=auto|xla_default] [--steps=5]
+      [--cpu_conv_kernels=auto|xla_default] [--cpu_conv_input_copy=auto|off] [--steps=5]
 
 CARD sampling has its own benchmark (bench/card_sampling.py); the contrastive step
 too (bench/contrastive_step.py). Run once with --cpu_devices=1 and once with the

@@ -2,7 +2,7 @@
 
   python bench/profile_step.py --out=bench/results [--variant=quick] [--steps=5]
       [--dtype=config|float32|bfloat16] [--cpu_devices=auto|N]
-      [--cpu_conv_kernels=auto|xla_default] [--top=30]
+      [--cpu_conv_kernels=auto|xla_default] [--cpu_conv_input_copy=auto|off] [--top=30]
 
 Traces `--steps` steps of the step bench/contrastive_step.py measures with
 `jax.profiler` (its Perfetto trace, no TensorFlow needed), sums every executed

@@ -121,3 +121,12 @@ def test_asymmetric_views_differ_by_config_only():
   img = (np.random.default_rng(1).uniform(size=(1, 12, 12, 1)) * 255).astype(np.uint8)
   out = augment.augment_batch(KEY, jnp.asarray(img), plain)
   np.testing.assert_allclose(out, augment.solarize(augment.to_float(img), 0.5), atol=1e-6)
+
+
+def test_mirrored_crop_is_the_flipped_crop_exactly():
+  """augment_one folds the flip into the crop's sampling columns."""
+  img, box = _img(size=30), jnp.array([2.5, 3.25, 21.0, 17.5])
+  crop = augment.resized_crop(img, box, 20)
+  np.testing.assert_array_equal(augment.resized_crop(img, box, 20, jnp.array(True)),
+                                augment.flip(crop, jnp.array(True)))
+  np.testing.assert_array_equal(augment.resized_crop(img, box, 20, jnp.array(False)), crop)

@@ -71,3 +71,48 @@ def test_projection_heads(head):
   bt = heads.BarlowProjector((32, 32, 16))
   vb = bt.init(jax.random.PRNGKey(0), h)
   chex.assert_shape(bt.apply(vb, h), (4, 16))
+
+
+def test_stored_conv_inputs_change_the_compiled_training_step_not_the_numbers():
+  """conv_input_copy (launch.py --cpu_conv_input_copy): the same parameters, the same
+  gradients, a conditional (the stored copy) in the training step only."""
+  from sedl_jax.models import conv_input_copy
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
+  on, off = (registry.ENCODERS["resnet_tiny"](width=0.125, stem="small", copy_conv_inputs=c)
+             for c in (True, False))
+  variables = on.init(jax.random.PRNGKey(0), x)
+  chex.assert_trees_all_equal(variables, off.init(jax.random.PRNGKey(0), x))
+
+  def grad_fn(model):
+    def loss(params, x):
+      h, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                         train=True, mutable=["batch_stats"])
+      return jnp.sum(h ** 2)
+    return jax.jit(jax.grad(loss))
+
+  grads, conditionals = {}, {}
+  for name, model in (("on", on), ("off", off)):
+    fn = grad_fn(model)
+    grads[name] = fn(variables["params"], x)
+    conditionals[name] = fn.lower(variables["params"], x).compile().as_text().count(" conditional(")
+  assert conditionals["on"] > 0 and conditionals["off"] == 0
+  # The stored copy holds the forward pass's values; without it XLA recomputes
+  # BatchNorm and ReLU inside the transpose, which may round each activation
+  # differently by a few ulp (k = 4: subtract, multiply, add, each 1/2 ulp, and
+  # slack). Through L = 12 convolutions that is at most 2 L k eps of the gradient.
+  a, b = (np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads[n])]) for n in ("on", "off"))
+  bound = 2 * 12 * 4 * np.finfo(np.float32).eps
+  assert np.linalg.norm(a - b) <= bound * np.linalg.norm(b)
+  infer = jax.jit(lambda v, x: on.apply(v, x))
+  assert " conditional(" not in infer.lower(variables, x).compile().as_text()
+  chex.assert_trees_all_equal(infer(variables, x), jax.jit(lambda v, x: off.apply(v, x))(variables, x))
+  # The registry's choice: on the CPU unless the launcher says off.
+  assert conv_input_copy.enabled() == (jax.default_backend() == "cpu")
+  conv_input_copy.set_setting("off")
+  try:
+    assert not conv_input_copy.enabled()
+    assert not registry.build_encoder(sedl.get_config("tiny").model).copy_conv_inputs
+  finally:
+    conv_input_copy.set_setting("auto")
+  with pytest.raises(ValueError, match="--cpu_conv_input_copy='always'"):
+    conv_input_copy.set_setting("always")

@@ -60,16 +60,21 @@ def grayscale(img: jax.Array) -> jax.Array:
   return jnp.repeat(g[..., None], img.shape[-1], axis=-1)
 
 
-def resized_crop(img: jax.Array, box: jax.Array, out_size: int) -> jax.Array:
+def resized_crop(img: jax.Array, box: jax.Array, out_size: int,
+                 mirrored: jax.Array | bool = False) -> jax.Array:
   """Bilinear crop of box = (y0, x0, h, w) in pixels, resized to out_size^2.
 
   Output pixel i samples the source at y0 + (i + 0.5) h / out - 0.5, so the
   full-image box at the same size samples exactly the pixel centres (identity).
+  mirrored: sample the columns right to left, which is `flip` of the crop exactly,
+  without a pass of its own (under vmap a `flip` computes the crop for both
+  branches of its select).
   """
   y0, x0, h, w = box[0], box[1], box[2], box[3]
   i = jnp.arange(out_size, dtype=jnp.float32) + 0.5
   ys = y0 + i * h / out_size - 0.5
   xs = x0 + i * w / out_size - 0.5
+  xs = jnp.where(mirrored, xs[::-1], xs)
   yy, xx = jnp.meshgrid(ys, xs, indexing="ij")
 
   def one_channel(c):
@@ -192,8 +197,7 @@ def augment_one(key: jax.Array, img: jax.Array, view: Any, out_size: int) -> jax
     return jax.random.uniform(k) < p
 
   box = random_crop_box(keys[0], h, w, tuple(view.crop_area), tuple(view.crop_aspect))
-  img = resized_crop(img, box, out_size)
-  img = flip(img, coin(keys[1], view.flip_p))
+  img = resized_crop(img, box, out_size, mirrored=coin(keys[1], view.flip_p))
   jittered = color_jitter(keys[2], img, view.brightness, view.contrast, view.saturation, view.hue)
   img = jnp.where(coin(keys[3], view.jitter_p), jittered, img)
   img = jnp.where(coin(keys[4], view.gray_p), grayscale(img), img)

@@ -7,7 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from sedl_jax.models import heads, resnet
+from sedl_jax.models import conv_input_copy, heads, resnet
 
 ENCODERS = {
     "resnet18": functools.partial(resnet.ResNet, stage_sizes=(2, 2, 2, 2)),
@@ -35,7 +35,8 @@ def build_encoder(model_cfg) -> resnet.ResNet:
     raise ValueError(f"config.model.encoder={model_cfg.encoder!r}: known {sorted(ENCODERS)}")
   return ENCODERS[model_cfg.encoder](
       width=model_cfg.width, stem=model_cfg.stem, cbam=model_cfg.cbam,
-      cbam_reduction=model_cfg.cbam_reduction, dtype=compute_dtype(model_cfg))
+      cbam_reduction=model_cfg.cbam_reduction, dtype=compute_dtype(model_cfg),
+      copy_conv_inputs=conv_input_copy.enabled())
 
 
 def build_projection(model_cfg):
