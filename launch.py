@@ -22,7 +22,7 @@ Flags:
                  faster there) or xla_default (XLA's own choice, YNNPACK).
   --cpu_conv_input_copy  auto (training on the CPU stores each ResNet convolution's
                  input once, so the weight gradient transposes it instead of
-                 recomputing BatchNorm and ReLU: 10-12% faster quick step) or off.
+                 recomputing BatchNorm and ReLU: 8-12% faster quick step) or off.
   --distributed  auto | on | off: start jax.distributed from JAX_* / SLURM / Open MPI.
   --distributed_heartbeat_s  several processes: when one dies, the others abort after
                  this many seconds (default 100) instead of waiting.
@@ -72,7 +72,7 @@ _CPU_CONV_INPUT_COPY = flags.DEFINE_enum(
     "cpu_conv_input_copy", "auto", list(conv_input_copy.SETTINGS),
     "auto = when training on the CPU, store each ResNet convolution's input once, so its "
     "weight gradient transposes the stored activation instead of recomputing BatchNorm and "
-    "ReLU inside XLA's slow fused transpose (sedl_jax/models/conv_input_copy.py; a 10-12% "
+    "ReLU inside XLA's slow fused transpose (sedl_jax/models/conv_input_copy.py; an 8-12% "
     "faster quick contrastive step on a 2-core EPYC); off = never. Results differ only by "
     "float32 rounding.")
 _DISTRIBUTED = flags.DEFINE_enum(
@@ -123,10 +123,10 @@ def main(argv):
 
   from sedl_jax import runner
   from sedl_jax.config.validate import ConfigError
-  conv_input_copy.set_setting(_CPU_CONV_INPUT_COPY.value)
   from sedl_jax.data.real import DataError
   from sedl_jax.train.checkpoint import CheckpointMismatch, MissingCheckpoint
   from sedl_jax.train.loop import NonFiniteLoss
+  conv_input_copy.set_setting(_CPU_CONV_INPUT_COPY.value)  # read when models are built
 
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO

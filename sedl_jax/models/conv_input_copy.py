@@ -13,10 +13,11 @@ activation through `lax.cond` (both branches return it), so the activation is
 written once into the conditional's own buffer; the forward convolution reads
 it there and the backward pass transposes it with XLA's plain transpose. The
 copy costs one pass over memory and saves the slow fused one: the quick
-contrastive step ran 10-12% faster on a 2-core AMD EPYC, in alternating bursts
-in one process (`bench/torch_ratio.py --with_copy_off`). The values are the forward pass's own, so the
-weight gradient no longer depends on how XLA re-evaluates BatchNorm inside the
-transpose (float32 rounding only).
+contrastive step ran 8-12% faster on a 2-core AMD EPYC, in alternating bursts in
+one process (`bench/torch_ratio.py --with_copy_off`), and the f_phi classifier
+step 9%. The values are the forward pass's own, so the weight gradient no longer
+depends on how XLA re-evaluates BatchNorm inside the transpose (float32 rounding
+only).
 
 It is used only on the CPU, only in training: on a GPU, convolutions read NHWC
 without these transposes, and inference has no backward pass.
@@ -36,10 +37,6 @@ def set_setting(setting: str) -> None:
   if setting not in SETTINGS:
     raise ValueError(f"--cpu_conv_input_copy={setting!r}: expected one of {', '.join(SETTINGS)}")
   _setting = setting
-
-
-def setting() -> str:
-  return _setting
 
 
 def enabled() -> bool:
