@@ -7,6 +7,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from sedl_jax.models.softplus import softplus
+
 
 class GatedLinear(nn.Module):
   """Linear map gated elementwise by a learned per-timestep vector Embedding(T, H)[t]."""
@@ -53,10 +55,10 @@ class YBranch(nn.Module):
                                      dtype=self.dtype, name=name)
     gated = lambda name: GatedLinear(self.hidden, self.timesteps, self.dtype, name=name)
     y = jnp.concatenate([y_t, y_hat], axis=-1)
-    y = nn.softplus(norm("norm1")(gated("lin1")(y, t)))
+    y = softplus(norm("norm1")(gated("lin1")(y, t)))
     y = x_feat * y
-    y = nn.softplus(norm("norm2")(gated("lin2")(y, t)))
-    y = nn.softplus(norm("norm3")(gated("lin3")(y, t)))
+    y = softplus(norm("norm2")(gated("lin2")(y, t)))
+    y = softplus(norm("norm3")(gated("lin3")(y, t)))
     # eps in float32: the loss and the reverse chain's y_t stay float32.
     return nn.Dense(self.num_classes, dtype=self.dtype, name="out")(y).astype(jnp.float32)
 
