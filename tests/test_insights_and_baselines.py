@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from sedl_jax.evaluate import baselines, calibration, classification, insights
+from sedl_jax.evaluate import baselines, calibration, classification, insights, probes
 from sedl_jax.evaluate.report_doc import ReportDoc
 
 
@@ -59,6 +59,30 @@ def test_kmeans_matched_on_separable_blobs():
   x = centers[y] + rng.normal(0, 0.3, (120, 5))
   out = baselines.kmeans_matched(x[::2], y[::2], x[1::2], y[1::2], 3)
   assert out["accuracy"] == 1.0
+
+
+def test_hog_descriptors_are_computed_once_per_set_of_images():
+  from skimage.feature import hog
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (3, 24, 24, 1), dtype=np.uint8)
+  first = baselines.hog_features(images)
+  np.testing.assert_array_equal(first[1], hog(images[1, ..., 0] / 255.0, orientations=9,
+                                              pixels_per_cell=(4, 4), cells_per_block=(2, 2))
+                                .astype(np.float32))
+  assert baselines.hog_features(images.copy()) is first  # equal content: kept
+  assert not first.flags.writeable  # shared, so nobody may change it
+  other = images.copy()
+  other[0, 0, 0, 0] ^= 1
+  assert baselines.hog_features(other) is not first
+
+
+def test_probes_run_with_a_few_blas_threads():
+  """A probe's thin products ran 3-15x slower split over every core (probes.py)."""
+  assert [probes.probe_blas_threads(c) for c in (1, 2, 7, 8, 16, 64)] == [1, 1, 1, 2, 4, 4]
+  from threadpoolctl import threadpool_info
+  inside = probes._limited_blas(lambda: {i["num_threads"] for i in threadpool_info()
+                                         if i["user_api"] == "blas"})()
+  assert inside == {probes.probe_blas_threads()}
 
 
 def test_calibration_hand_case():

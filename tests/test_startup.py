@@ -1,5 +1,6 @@
 """Process start-up: nothing starts a JAX backend at import, the distributed plan
-read from the environment, the XLA CPU device count and convolution kernels."""
+read from the environment, the XLA CPU device count and convolution kernels, the
+persistent compilation cache."""
 
 import os
 import subprocess
@@ -8,7 +9,7 @@ import sys
 import pytest
 
 import conftest
-from sedl_jax import cpu_devices, cpu_kernels, distributed
+from sedl_jax import compile_cache, cpu_devices, cpu_kernels, distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,6 +72,62 @@ def test_launcher_exits_2_naming_a_malformed_variable(tmp_path):
                         f"--workdir={tmp_path}"], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=120)
   assert out.returncode == 2 and "JAX_PROCESS_ID='x'" in out.stderr, out.stderr[-2000:]
+
+
+def test_launcher_exits_2_when_the_compilation_cache_is_a_file(tmp_path):
+  (tmp_path / "f").write_text("")
+  out = subprocess.run([sys.executable, "launch.py", "--config=configs/sedl.py:tiny",
+                        f"--workdir={tmp_path}", f"--compilation_cache={tmp_path / 'f'}"],
+                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 2 and "is a file, not a folder" in out.stderr, out.stderr[-2000:]
+
+
+CPUINFO = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: sse2 avx2 fma\n\nprocessor\t: 1\n"
+
+
+def test_compilation_cache_folder(tmp_path):
+  assert compile_cache.resolve("off", {}) is None
+  assert compile_cache.resolve(str(tmp_path / "c"), {}) == str(tmp_path / "c")
+  assert compile_cache.resolve("auto", {compile_cache.ENV: "/x/y"}) == "/x/y"  # the user's
+  auto = compile_cache.resolve("auto", {"XDG_CACHE_HOME": "/h"}, CPUINFO)
+  assert auto == os.path.join("/h", "sedl_jax", "jax_compilation_cache",
+                              compile_cache.host_cpu_key(CPUINFO))
+  # One folder per CPU: another model or feature set gets its own, flag order does not.
+  assert compile_cache.host_cpu_key(CPUINFO) == compile_cache.host_cpu_key(
+      CPUINFO.replace("sse2 avx2 fma", "fma sse2 avx2"))
+  assert compile_cache.host_cpu_key(CPUINFO) != compile_cache.host_cpu_key(
+      CPUINFO.replace("avx2 ", "avx2 avx512f "))
+  assert compile_cache.host_cpu_key(CPUINFO) != compile_cache.host_cpu_key(
+      CPUINFO.replace("Some CPU", "Other CPU"))
+  (tmp_path / "f").write_text("")
+  for bad, says in ((str(tmp_path / "f"), "is a file"), ("", "empty")):
+    with pytest.raises(ValueError, match=says):
+      compile_cache.resolve(bad, {})
+
+
+CACHED_JIT = r'''
+import sys
+from sedl_jax import compile_cache
+compile_cache.apply(compile_cache.resolve(sys.argv[1]))
+import jax, jax.numpy as jnp
+print(float(jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((3, 3))).sum()))
+'''
+
+
+def test_a_second_process_reads_the_compiled_program_from_the_cache(tmp_path):
+  """What the launcher's --compilation_cache does: the first process writes the
+  program, the next one with the same program reads it instead of compiling."""
+  env = dict(conftest.child_env(1), PYTHONPATH=ROOT, JAX_LOG_COMPILES="1",
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  runs = [subprocess.run([sys.executable, "-c", CACHED_JIT, str(tmp_path / "cc")], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=120) for _ in range(2)]
+  for out in runs:
+    assert out.returncode == 0, out.stderr[-2000:]
+  assert runs[0].stdout == runs[1].stdout
+  assert "compilation cache hit" not in runs[0].stderr
+  assert "Persistent compilation cache hit for 'jit__lambda'" in runs[1].stderr
+  assert any(name.endswith("-cache") for name in os.listdir(tmp_path / "cc"))
 
 
 def test_a_heartbeat_timeout_below_one_second_is_refused_before_starting():
