@@ -25,8 +25,9 @@ import os
 import platform
 
 ENV = "JAX_COMPILATION_CACHE_DIR"
-# The least recently used entries go once the folder passes this size. A quick
-# SEDL job's programs take about 10 MB on the CPU; GPU entries are larger.
+# In the default folder the least recently used entries go once it passes this
+# size. A quick SEDL job's programs take about 10 MB on the CPU, 8.5 MB of them on
+# an H100 for five stages.
 MAX_BYTES = 4 << 30
 
 
@@ -49,6 +50,12 @@ def host_cpu_key(cpuinfo: str | None = None) -> str:
   return f"{platform.machine() or 'cpu'}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
+def default_root(env=os.environ) -> str:
+  """The folder under which the default caches live, one per host CPU."""
+  home = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(home, "sedl_jax", "jax_compilation_cache")
+
+
 def resolve(setting: str, env=os.environ, cpuinfo: str | None = None) -> str | None:
   """The cache folder for `setting` (`auto`, `off` or a folder), or None for off."""
   if not setting:
@@ -62,13 +69,18 @@ def resolve(setting: str, env=os.environ, cpuinfo: str | None = None) -> str | N
     return path
   if env.get(ENV):
     return env[ENV]
-  home = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(home, "sedl_jax", "jax_compilation_cache", host_cpu_key(cpuinfo))
+  return os.path.join(default_root(env), host_cpu_key(cpuinfo))
 
 
-def apply(path: str | None) -> None:
+def apply(path: str | None, env=os.environ) -> None:
   """Points JAX at `path` (None: no persistent cache). A folder that cannot be
-  created is reported and the run goes on without the cache."""
+  created is reported and the run goes on without the cache.
+
+  The size limit is set for the default folder only. JAX evicts by access times
+  it records only while a limit is set, and its eviction fails on an entry that
+  has none, so a folder that other JAX programs (or the tests) also write without
+  a limit is left unlimited, as they leave it.
+  """
   import jax
   if path is None:
     jax.config.update("jax_enable_compilation_cache", False)
@@ -81,8 +93,9 @@ def apply(path: str | None) -> None:
     return
   jax.config.update("jax_enable_compilation_cache", True)
   jax.config.update("jax_compilation_cache_dir", path)
+  ours = os.path.dirname(os.path.abspath(path)) == os.path.abspath(default_root(env))
   # JAX needs filelock to evict; without it a limit would make every write fail.
-  if jax.config.jax_compilation_cache_max_size == -1 and _has_filelock():  # a user's limit stays
+  if ours and jax.config.jax_compilation_cache_max_size == -1 and _has_filelock():
     jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
 
 

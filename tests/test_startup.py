@@ -112,22 +112,32 @@ from sedl_jax import compile_cache
 compile_cache.apply(compile_cache.resolve(sys.argv[1]))
 import jax, jax.numpy as jnp
 print(float(jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((3, 3))).sum()))
+print("limit", jax.config.jax_compilation_cache_max_size)
 '''
 
 
 def test_a_second_process_reads_the_compiled_program_from_the_cache(tmp_path):
   """What the launcher's --compilation_cache does: the first process writes the
-  program, the next one with the same program reads it instead of compiling."""
+  program, the next one with the same program reads it instead of compiling. Only
+  the default folder gets a size limit (JAX's eviction needs the access times it
+  records only under a limit)."""
   env = dict(conftest.child_env(1), PYTHONPATH=ROOT, JAX_LOG_COMPILES="1",
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-  runs = [subprocess.run([sys.executable, "-c", CACHED_JIT, str(tmp_path / "cc")], cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=120) for _ in range(2)]
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", XDG_CACHE_HOME=str(tmp_path / "xdg"))
+  env.pop(compile_cache.ENV, None)
+  run = lambda setting: subprocess.run([sys.executable, "-c", CACHED_JIT, setting], cwd=ROOT,
+                                       env=env, capture_output=True, text=True, timeout=120)
+  runs = [run(str(tmp_path / "cc")) for _ in range(2)] + [run("auto")]
   for out in runs:
     assert out.returncode == 0, out.stderr[-2000:]
   assert runs[0].stdout == runs[1].stdout
   assert "compilation cache hit" not in runs[0].stderr
   assert "Persistent compilation cache hit for 'jit__lambda'" in runs[1].stderr
   assert any(name.endswith("-cache") for name in os.listdir(tmp_path / "cc"))
+  assert runs[1].stdout.split()[-1] == "-1"  # a folder of the user's: no limit
+  assert runs[2].stdout.split()[-1] == str(compile_cache.MAX_BYTES)
+  default = compile_cache.resolve("auto", {"XDG_CACHE_HOME": str(tmp_path / "xdg")})
+  names = os.listdir(default)
+  assert any(n.endswith("-cache") for n in names) and any(n.endswith("-atime") for n in names)
 
 
 def test_a_heartbeat_timeout_below_one_second_is_refused_before_starting():
