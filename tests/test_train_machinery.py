@@ -1,3 +1,4 @@
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -240,3 +241,15 @@ def test_a_killed_save_is_gone_when_the_stage_opens_and_two_openers_do_not_race(
   writer.save(2, st, {"params": st.params}, {})
   assert reader.read_meta(1)["step"] == 1 and writer.latest_step() == 2
   reader.close(); writer.close()
+
+
+def test_initialisation_compiled_at_llvm_level_1_gives_the_same_parameters():
+  """stage.INIT_COMPILER_OPTIONS compiles a model's initialisation faster on the
+  CPU; the parameters must be bitwise those of XLA's default level (2)."""
+  from sedl_jax.stages import pretrain
+  from sedl_jax.train import stage as stage_lib
+  spec = pretrain.make_model_spec(sedl.get_config("tiny"), 7, (16, 16, 1))
+  rng = jax.random.PRNGKey(3)
+  lowered = jax.jit(lambda r: spec.model.init(r, *spec.example_inputs(), train=False)).lower(rng)
+  default = lowered.compile(compiler_options={"xla_backend_optimization_level": 2})(rng)
+  chex.assert_trees_all_equal(stage_lib.init_variables_of(spec, rng), default)
