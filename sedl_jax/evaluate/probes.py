@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 
 import numpy as np
 import sklearn
@@ -13,6 +12,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from sedl_jax import cpu_devices
 from sedl_jax.evaluate.classification import classification_metrics
 
 PROBE_CS = (0.01, 0.1, 1.0, 10.0)
@@ -26,9 +26,8 @@ def probe_blas_threads(cores: int | None = None) -> int:
   8 L-BFGS fits) took, with 1 / 2 threads, 5.3-6.1 / 16-21 s on a 2-core EPYC, and
   with 1 / 4 / 16 threads 5.7 / 3.1 / 85 s on a 16-core H100 host, where OpenBLAS
   uses every core by default."""
-  if cores is None:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  return max(1, min(4, int(cores or 1) // 4))
+  cores = cpu_devices.usable_cores() if cores is None else cores
+  return max(1, min(4, int(cores) // 4))
 
 
 def _limited_blas(fn):
