@@ -23,6 +23,10 @@ Flags:
   --cpu_conv_input_copy  auto (training on the CPU stores each ResNet convolution's
                  input once, so the weight gradient transposes it instead of
                  recomputing BatchNorm and ReLU: 8-12% faster quick step) or off.
+  --host_huge_pages  auto (where the kernel's transparent huge pages are `madvise` and
+                 glibc >= 2.35, the launcher runs itself again at once with
+                 GLIBC_TUNABLES=glibc.malloc.hugetlb=1: XLA's per-step CPU buffers then
+                 come in huge pages, a 20% faster quick step on a 2-core EPYC) or off.
   --compilation_cache  auto (JAX_COMPILATION_CACHE_DIR, else
                  ~/.cache/sedl_jax/jax_compilation_cache/<host CPU>), off, or a folder:
                  JAX's persistent compilation cache, so eval, resume, predict and
@@ -42,7 +46,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from sedl_jax import compile_cache, cpu_kernels  # no JAX import: the backend starts after the flags
+from sedl_jax import compile_cache, cpu_kernels, huge_pages  # no JAX import: the backend starts after the flags
 from sedl_jax.models import conv_input_copy  # no JAX import either
 from sedl_jax.config import defaults
 
@@ -86,6 +90,13 @@ _COMPILATION_CACHE = flags.DEFINE_string(
     "a folder. Runs that compile the same programs again (eval, resume, predict, repeat "
     "seeds, a second job) read them from it. Entries are keyed by program, flags, JAX "
     "version and device, so results are the same with or without it.")
+_HOST_HUGE_PAGES = flags.DEFINE_enum(
+    "host_huge_pages", "auto", list(huge_pages.SETTINGS),
+    "auto = where the kernel's transparent huge pages are 'madvise' and glibc >= 2.35, run "
+    "this process again at once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, so the large "
+    "buffers XLA's CPU runtime allocates every step come in huge pages: 71,800 -> 750 page "
+    "faults per quick contrastive step, 686-725 -> 840-897 images/s on a 2-core EPYC "
+    "(sedl_jax/huge_pages.py). Kept when GLIBC_TUNABLES already names the tunable; off = never.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "on", "off"],
     "Multi-process start: auto = when JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID "
@@ -118,6 +129,8 @@ def main(argv):
     _fail("error: --config is required (except with --mode=predict)")
   if predicting and not _INPUT.value:
     _fail("error: --mode=predict needs --input (an image, a folder, a video or a manifest CSV)")
+  # First of all: it starts the process again (glibc reads its tunables at start).
+  huge_pages.reexec_if_useful(_HOST_HUGE_PAGES.value)
   try:
     sizes = [int(_PREDICT.value.batch_size)] if predicting else _batch_sizes(_CONFIG.value)
     count, note = cpu_devices.choose(_CPU_DEVICES.value, sizes)

@@ -1,6 +1,7 @@
-"""The launcher's CPU setup for a benchmark, made before JAX starts: the XLA CPU
-device count, the convolution kernels and the stored convolution inputs
-(launch.py --cpu_devices, --cpu_conv_kernels, --cpu_conv_input_copy)."""
+"""The launcher's CPU setup for a benchmark, made before JAX starts: huge pages for
+host memory, the XLA CPU device count, the convolution kernels and the stored
+convolution inputs (launch.py --host_huge_pages, --cpu_devices, --cpu_conv_kernels,
+--cpu_conv_input_copy)."""
 
 import os
 import sys
@@ -8,7 +9,7 @@ import sys
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from sedl_jax import cpu_kernels  # noqa: E402  (no JAX import)
+from sedl_jax import cpu_kernels, huge_pages  # noqa: E402  (no JAX import)
 from sedl_jax.models import conv_input_copy  # noqa: E402  (no JAX import)
 
 CPU_DEVICES = flags.DEFINE_string(
@@ -17,14 +18,21 @@ CONV_KERNELS = flags.DEFINE_enum(
     "cpu_conv_kernels", "auto", list(cpu_kernels.SETTINGS),
     "CPU convolution kernels, as launch.py: auto (Eigen where measured faster) or xla_default.")
 
+HUGE_PAGES = flags.DEFINE_enum(
+    "host_huge_pages", "auto", list(huge_pages.SETTINGS),
+    "As launch.py: auto runs the benchmark again at once with glibc.malloc.hugetlb=1 where "
+    "that helps (sedl_jax/huge_pages.py); off = never.")
+
 CONV_INPUT_COPY = flags.DEFINE_enum(
     "cpu_conv_input_copy", "auto", list(conv_input_copy.SETTINGS),
     "Store each ResNet convolution's training input on the CPU, as launch.py: auto or off.")
 
 
 def apply(batch_sizes, quiet: bool = False) -> dict:
-  """Sets the first two in XLA_FLAGS and the third for the models built later;
-  returns what to record in the benchmark's JSON."""
+  """Runs the process again with huge pages where the launcher would (not
+  returning then), sets the device count and kernels in XLA_FLAGS and the stored
+  inputs for the models built later; returns what to record in the benchmark's JSON."""
+  effect = huge_pages.reexec_if_useful(HUGE_PAGES.value)
   from sedl_jax import cpu_devices
   count, note = cpu_devices.choose(CPU_DEVICES.value, batch_sizes)
   if note and not quiet:
@@ -33,4 +41,4 @@ def apply(batch_sizes, quiet: bool = False) -> dict:
   cpu_kernels.apply(cpu_kernels.choose(CONV_KERNELS.value))
   conv_input_copy.set_setting(CONV_INPUT_COPY.value)
   return {"cpu_devices_flag": CPU_DEVICES.value, "cpu_conv_kernels": cpu_kernels.in_effect(),
-          "cpu_conv_input_copy": CONV_INPUT_COPY.value}
+          "cpu_conv_input_copy": CONV_INPUT_COPY.value, "host_huge_pages": effect}

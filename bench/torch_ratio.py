@@ -6,7 +6,8 @@ each, `--rounds` times; each round's ratio compares bursts seconds apart.
   python bench/torch_ratio.py --torch_python=/tmp/torchref/bin/python \\
       --reference=../shared/bench/torch_reference_step.py --out=bench/results \\
       [--rounds=15] [--burst_steps=4] [--dtypes=config|float32,bfloat16] \\
-      [--with_copy_off] [--cpu_devices=auto|N] [--cpu_conv_kernels=auto|xla_default]
+      [--with_copy_off] [--with_torch_huge_pages] [--cpu_devices=auto|N]
+      [--cpu_conv_kernels=auto|xla_default] [--host_huge_pages=auto|off]
 
 Why bursts: this project's machines are shared, and their speed drifts by 20-40%
 within minutes. Whole runs one after the other (the previous version of this
@@ -21,6 +22,11 @@ Differences that favour the reference: the project's step also runs its
 on-device augmentation; the project's images have 1 channel (quick config) and
 the reference's 3 (only the stem sees the difference).
 
+The project's step runs as the launcher runs it, with huge pages for host memory
+where the launcher would use them (--host_huge_pages, sedl_jax/huge_pages.py); the
+reference runs as its user would start it, without the project's tunable.
+`--with_torch_huge_pages` also times a second reference process with the same
+tunable, in the same rounds, to show what it does for PyTorch.
 `--with_copy_off` also times the project's step with --cpu_conv_input_copy=off
 in the same rounds. Writes `torch_ratio.json` in --out.
 """
@@ -47,6 +53,9 @@ _ROUNDS = flags.DEFINE_integer("rounds", 15, "Rounds of bursts (each step once p
 _BURST = flags.DEFINE_integer("burst_steps", 4, "Steps per burst.")
 _WITH_OFF = flags.DEFINE_bool("with_copy_off", False,
                               "Also time the project's step with --cpu_conv_input_copy=off.")
+_WITH_TORCH_HP = flags.DEFINE_bool(
+    "with_torch_huge_pages", False,
+    "Also time the reference with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (name: torch+hugetlb).")
 _SETTLE_S = 0.3  # between bursts: spinning OpenMP / Eigen threads go back to sleep
 flags.mark_flags_as_required(["torch_python"])
 
@@ -54,10 +63,11 @@ flags.mark_flags_as_required(["torch_python"])
 class _Reference:
   """The reference step in its own process (bench/burst_worker.py)."""
 
-  def __init__(self):
+  def __init__(self, env: dict):
     self.proc = subprocess.Popen(
         [_TORCH.value, os.path.join(ROOT, "bench", "burst_worker.py"), _REFERENCE.value,
-         "48", "128", "16", "2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+         "48", "128", "16", "2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env=env)
     for line in self.proc.stdout:
       if line.strip() == "ready":
         return
@@ -101,21 +111,26 @@ class _Project:
 def main(argv):
   setup = cpu_setup.apply([128])
   import jax
+  from sedl_jax import huge_pages
   copies = [cpu_setup.CONV_INPUT_COPY.value] + (["off"] if _WITH_OFF.value else [])
   project = {f"{d} copy={c}": _Project(d, c) for d in _DTYPES.value for c in copies}
   names = list(project)
-  reference = _Reference()
-  runs = {"torch": [], **{n: [] for n in names}}
+  as_user = huge_pages.without_ours(os.environ)
+  references = {"torch": _Reference(as_user)}
+  if _WITH_TORCH_HP.value:
+    references["torch+hugetlb"] = _Reference(huge_pages.with_tunable(as_user))
+  timed = {**references, **project}
+  runs = {n: [] for n in timed}
   try:
     for r in range(_ROUNDS.value):
-      order = ["torch", *names]
+      order = list(timed)
       for name in (order if r % 2 == 0 else order[::-1]):
-        runs[name].append(reference.burst(_BURST.value) if name == "torch"
-                          else project[name].burst(_BURST.value))
+        runs[name].append(timed[name].burst(_BURST.value))
         time.sleep(_SETTLE_S)
   finally:
-    reference.close()
-  ratios = {n: [p / t for p, t in zip(runs[n], runs["torch"])] for n in names}
+    for reference in references.values():
+      reference.close()
+  ratios = {n: [p / t for p, t in zip(runs[n], runs["torch"])] for n in runs if n != "torch"}
   bench_output.write(_OUT.value, "torch_ratio", {
       "benchmark": "quick contrastive step vs PyTorch eager reference, paired bursts",
       **bench_output.machine(), **setup, "backend": jax.default_backend(),

@@ -14,7 +14,7 @@ import time
 import jax
 from tqdm import tqdm
 
-from sedl_jax import atomic_io, cpu_kernels, finished, repeats, results
+from sedl_jax import atomic_io, cpu_kernels, finished, huge_pages, repeats, results
 from sedl_jax.config import ablations
 from sedl_jax.config.validate import validate
 from sedl_jax.models import conv_input_copy
@@ -34,7 +34,8 @@ def run(config, workdir: str, mode: str = "train", allow_config_change: bool = F
   if int(config.get("repeats", 1)) > 1:
     return repeats.run(config, workdir, lambda c, w: run(c, w, mode, allow_config_change))
   if jax.process_index() == 0:
-    kernels = (f"; {cpu_kernels.in_effect()}; {conv_input_copy.in_effect()}"
+    kernels = (f"; {cpu_kernels.in_effect()}; {conv_input_copy.in_effect()}; "
+               f"{huge_pages.in_effect()}"
                if jax.default_backend() == "cpu" else "")
     print(f"[devices] {jax.device_count()} {jax.default_backend()} device(s) in "
           f"{jax.process_count()} process(es){kernels}")

@@ -26,9 +26,14 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # with the tests'. Results stay deterministic for a given setting.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=1"
 sys.path.insert(0, ROOT)
-from sedl_jax import cpu_kernels, xla_flags  # noqa: E402  (JAX's backend has not started yet)
+from sedl_jax import cpu_kernels, huge_pages, xla_flags  # noqa: E402  (JAX's backend has not started yet)
 if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
   xla_flags.add(TEST_XLA_FLAGS)
+# Huge pages for host memory, as the launcher has them (launch.py --host_huge_pages):
+# the xdist workers, started after this runs, and every launcher subprocess inherit
+# the tunable, so the subprocesses need not run themselves again.
+if huge_pages.choose("auto")[0]:
+  os.environ.update(huge_pages.with_tunable(os.environ))
 # The launcher's CPU convolution kernels (launch.py --cpu_conv_kernels=auto) in this
 # process too, so in-process runs compile what the launcher's runs compile.
 cpu_kernels.apply(cpu_kernels.choose("auto"))

@@ -1,6 +1,6 @@
 """Process start-up: nothing starts a JAX backend at import, the distributed plan
 read from the environment, the XLA CPU device count and convolution kernels, the
-persistent compilation cache."""
+persistent compilation cache, huge pages for host memory."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import conftest
-from sedl_jax import compile_cache, cpu_devices, cpu_kernels, distributed
+from sedl_jax import compile_cache, cpu_devices, cpu_kernels, distributed, huge_pages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -219,3 +219,90 @@ def test_eigen_kernels_take_the_convolutions_out_of_ynnpack():
     hlo[kernels] = out.stdout
   assert "__ynn_fusion" in hlo["xla_default"]
   assert "__ynn_fusion" not in hlo["auto"] and hlo["auto"].count(" convolution(") == 3
+
+
+@pytest.mark.parametrize("setting, env, mode, glibc, wanted, says", [
+    ("auto", {}, "madvise", (2, 36), True, "huge pages (glibc.malloc.hugetlb=1)"),
+    ("off", {}, "madvise", (2, 36), False, "--host_huge_pages=off"),
+    ("auto", {}, "always", (2, 36), False, "THP mode is always"),
+    ("auto", {}, "never", (2, 36), False, "the kernel has them off"),
+    ("auto", {}, None, (2, 36), False, "the kernel has them off"),
+    ("auto", {}, "madvise", (2, 34), False, "needs glibc >= 2.35"),
+    ("auto", {}, "madvise", None, False, "needs glibc >= 2.35"),  # musl, macOS
+    # The user's own value wins, on or off.
+    ("auto", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise", (2, 36), False,
+     "as GLIBC_TUNABLES=glibc.malloc.hugetlb=0 sets"),
+    # Run once again at most, even if the tunable was lost on the way.
+    ("auto", {"SEDL_JAX_HUGE_PAGES_REEXEC": "1"}, "madvise", (2, 36), False, "did not reach"),
+])
+def test_huge_pages_choice(setting, env, mode, glibc, wanted, says):
+  assert huge_pages.choose(setting, env, mode, glibc)[0] is wanted
+  assert says in huge_pages.choose(setting, env, mode, glibc)[1]
+
+
+def test_huge_pages_tunable_added_and_taken_away():
+  env = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "PATH": "/bin"}
+  ours = huge_pages.with_tunable(env)
+  assert ours["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+  assert huge_pages.choose("auto", ours, "madvise", (2, 36)) == (
+      False, "huge pages (glibc.malloc.hugetlb=1)")
+  assert huge_pages.without_ours(ours) == env
+  assert huge_pages.without_ours(huge_pages.with_tunable({})) == {}
+  with pytest.raises(ValueError, match="--host_huge_pages='yes'"):
+    huge_pages.choose("yes", {})
+
+
+# Runs itself again through huge_pages (as launch.py does), then mallocs a block the
+# size of XLA's per-step buffers and reports how much of it the kernel backs with
+# huge pages (/proc/self/smaps' AnonHugePages of the mapping that holds it).
+MALLOC_PROBE = r'''
+import ctypes, os, sys
+print("PID", os.getpid(), flush=True)
+from sedl_jax import huge_pages
+effect = huge_pages.reexec_if_useful(sys.argv[1])
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+size = 64 << 20
+block = libc.malloc(size)
+ctypes.memset(block, 1, size)
+huge_kb = None
+with open("/proc/self/smaps") as f:
+  for line in f:
+    head = line.split()[0]
+    if "-" in head and not head.endswith(":"):
+      lo, hi = (int(v, 16) for v in head.split("-"))
+      inside = lo <= block < hi
+    elif inside and head == "AnonHugePages:":
+      huge_kb = int(line.split()[1])
+print("EFFECT", effect)
+print("TUNABLES", os.environ.get("GLIBC_TUNABLES", ""))
+print("HUGE_KB", huge_kb)
+'''
+
+
+def test_the_reexecuted_process_gets_huge_pages_for_large_blocks():
+  """The mechanism end to end on this machine: the same process (same pid) runs
+  again with the tunable, and glibc's large blocks are then backed by huge pages;
+  with --host_huge_pages=off they are not."""
+  env = huge_pages.without_ours(os.environ)
+  env.pop("GLIBC_TUNABLES", None)
+  if not huge_pages.choose("auto", env)[0]:
+    pytest.skip(f"not useful here: {huge_pages.choose('auto', env)[1]}")
+  env["PYTHONPATH"] = ROOT
+  runs = {}
+  for setting in ("auto", "off"):
+    out = subprocess.run([sys.executable, "-c", MALLOC_PROBE, setting], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs[setting] = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    pids = [line for line in out.stdout.splitlines() if line.startswith("PID")]
+    assert len(pids) == (2 if setting == "auto" else 1) and len(set(pids)) == 1
+  auto, off = runs["auto"], runs["off"]
+  assert auto["EFFECT"] == "huge pages (glibc.malloc.hugetlb=1)"
+  assert "glibc.malloc.hugetlb=1" in auto["TUNABLES"]
+  # A 64 MiB block holds at least 30 whole 2 MiB pages wherever it starts; the
+  # kernel may still fall back to small pages when memory is fragmented, so ask
+  # for one.
+  assert int(auto["HUGE_KB"]) >= 2048, auto
+  assert off["EFFECT"] == "no huge pages (--host_huge_pages=off)"
+  assert "hugetlb" not in off["TUNABLES"] and int(off["HUGE_KB"]) == 0, off
