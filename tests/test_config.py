@@ -122,16 +122,19 @@ def test_real_data_fields_are_checked(tmp_path, field, value):
     _check(c)
 
 
-@pytest.mark.parametrize("flag,kernels,copies", [("auto", "auto", "auto"),
-                                                 ("2", "xla_default", "off")])
-def test_launcher_rejects_bad_input_before_compiling(tmp_path, flag, kernels, copies):
-  from sedl_jax import cpu_devices, cpu_kernels
+@pytest.mark.parametrize("flag,kernels,copies,huge", [("auto", "auto", "auto", "auto"),
+                                                      ("2", "xla_default", "off", "off")])
+def test_launcher_rejects_bad_input_before_compiling(tmp_path, flag, kernels, copies, huge):
+  from sedl_jax import cpu_devices, cpu_kernels, huge_pages
   env = conftest.child_env()  # without the tests' kernel flag: the launcher chooses
   env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(cpu_kernels.EIGEN_CONVOLUTIONS, "")
+  # Without the tests' huge-page tunable too: with `auto` the launcher runs itself again.
+  env = huge_pages.without_ours(env)
   out = subprocess.run(
       [sys.executable, "launch.py", "--config=configs/sedl.py:tiny", f"--workdir={tmp_path}",
        "--config.stages=('contrastive','dance')", f"--cpu_devices={flag}",
-       f"--cpu_conv_kernels={kernels}", f"--cpu_conv_input_copy={copies}"],
+       f"--cpu_conv_kernels={kernels}", f"--cpu_conv_input_copy={copies}",
+       f"--host_huge_pages={huge}"],
       cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
   assert out.returncode == 2
   assert "config.stages: unknown stage 'dance'" in out.stderr
@@ -141,8 +144,9 @@ def test_launcher_rejects_bad_input_before_compiling(tmp_path, flag, kernels, co
   chosen = cpu_kernels.choose(kernels, env={})
   expected = cpu_kernels.in_effect({"XLA_FLAGS": chosen or ""})
   stored = "conv inputs stored" if copies == "auto" else "conv inputs not stored"
-  assert f"[devices] {want} cpu device(s) in 1 process(es); {expected}; {stored}" in out.stdout, \
-      out.stdout
+  pages = huge_pages.choose(huge, env)[1]  # what the process that runs reports
+  assert (f"[devices] {want} cpu device(s) in 1 process(es); {expected}; {stored}; {pages}"
+          in out.stdout), out.stdout
 
 
 def test_eval_without_a_checkpoint_exits_2_naming_the_stage(tmp_path):
