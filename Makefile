@@ -37,6 +37,7 @@ bench: install
 	$(PY) bench/profile_step.py --out=bench/results
 	$(PY) bench/layout_transpose.py --out=bench/results
 	$(PY) bench/card_activation.py --out=bench/results
+	$(PY) bench/device_coupling.py --out=bench/results
 
 clean:
 	rm -rf runs .pytest_cache

@@ -31,9 +31,11 @@ _PAPER_BATCH = flags.DEFINE_integer("paper_batch", 0,
                                     "Override the paper batch (0 = config; CPU uses 32).")
 
 
-def build(variant: str, dtype: str) -> dict:
-  """The variant's contrastive train step, jitted over every device, with its
-  replicated state and a sharded batch of random images (also bench/profile_step.py)."""
+def build(variant: str, dtype: str, devices=None, batch: int | None = None) -> dict:
+  """The variant's contrastive train step, jitted over `devices` (every device by
+  default), with its replicated state and a sharded batch of random images (also
+  bench/profile_step.py, bench/device_coupling.py). `batch`: images a step (default:
+  the variant's, a multiple of the device count)."""
   import jax
   import numpy as np
   from configs import sedl
@@ -44,10 +46,10 @@ def build(variant: str, dtype: str) -> dict:
   c = sedl.get_config(variant)
   if dtype != "config":
     c.model.dtype = dtype
-  dp = DataParallel.create()
-  if variant == "paper":
+  dp = DataParallel.create(devices)
+  if batch is None and variant == "paper":
     batch = _PAPER_BATCH.value or (c.contrastive.batch_size if jax.default_backend() != "cpu" else 32)
-  else:
+  elif batch is None:
     batch = c.contrastive.batch_size
   batch = max(dp.num_devices, batch // dp.num_devices * dp.num_devices)
   size, ch = c.data.image_size, c.data.channels
