@@ -13,8 +13,8 @@ alternating bursts (this machine's speed drifts, see bench/torch_ratio.py):
   35 times a step.
 - `independent`: every device runs its own share of the batch through its own
   copy of the step, with no collective at all. Not a training mode (its
-  statistics are per device); it is the ceiling that no cross-device waiting
-  would reach, at the same work per device.
+  statistics are per device); it is the speed the step would have if the
+  devices never waited for each other, at the same work per device.
 - `one_device`: the whole batch on the first device alone, XLA's threads
   spread over every core.
 
@@ -39,22 +39,20 @@ _BURST = flags.DEFINE_integer("burst_steps", 4, "Steps per burst.")
 _SETTLE_S = 0.2  # between bursts: spinning Eigen threads go back to sleep
 
 
-def _built(variant: str, devices, batch: int) -> list[dict]:
-  return [contrastive_step.build(variant, "config", devices=devices, batch=batch)]
-
-
 def ways(variant: str) -> dict[str, list[dict]]:
   """Each way's steps (one per device for `independent`), built and compiled."""
   import jax
   devices = jax.devices()
   n = len(devices)
-  coupled = contrastive_step.build(variant, "config")
+  if n < 2:
+    raise app.UsageError(f"{n} device: the three ways are the same step; give the CPU "
+                         "two or more devices (--cpu_devices=N, N >= 2)")
+  build = contrastive_step.build
+  coupled = build(variant, "config")
   batch = coupled["batch_size"]
   out = {"coupled": [coupled],
-         "independent": [b for d in devices for b in _built(variant, [d], batch // n)],
-         "one_device": _built(variant, devices[:1], batch)}
-  if n == 1:
-    del out["independent"]  # the same as `coupled` on one device
+         "independent": [build(variant, "config", devices=[d], batch=batch // n) for d in devices],
+         "one_device": [build(variant, "config", devices=devices[:1], batch=batch)]}
   for steps in out.values():
     for b in steps:
       b["state"], m = b["step"](b["state"], b["batch"])
