@@ -13,7 +13,9 @@ Flags:
                  eval (restore checkpoints and evaluate, no training) or
                  predict (apply the run in --workdir to --input; --config not needed).
   --input        predict: an image, a folder of frames, a video or a manifest CSV
-                 (repeat the flag for several).
+                 (repeat the flag for several); or one live input: camera:N, an
+                 rtsp:// or http(s):// stream, or live:SOURCE (any OpenCV source
+                 read as it arrives); Ctrl-C stops it with every row so far written.
   --out          predict: the folder for frames.csv, summary.json, timeline.html.
   --predict.X    predict settings (sedl_jax/config/defaults.py:predict), e.g.
                  --predict.face=none --predict.smooth=hmm --predict.fps=10.
@@ -61,7 +63,9 @@ _ALLOW_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False,
     "Resume stages even when their training fields (batch size, learning rate, length, seeds, "
     "augmentation) differ from their checkpoints'.")
-_INPUT = flags.DEFINE_multi_string("input", [], "predict: image, folder, video or manifest CSV.")
+_INPUT = flags.DEFINE_multi_string(
+    "input", [], "predict: image, folder, video or manifest CSV; or one live input "
+    "(camera:N, rtsp://..., http(s)://..., live:SOURCE).")
 _OUT = flags.DEFINE_string("out", None, "predict: output folder (default WORKDIR/predict).")
 _PREDICT = config_flags.DEFINE_config_dict("predict", defaults.predict(),
                                            "Prediction settings (--predict.FIELD=VALUE).")
@@ -181,7 +185,12 @@ def _predict() -> None:
   from sedl_jax.predict import NoUsableInput, Predictor, inputs
   out = _OUT.value or os.path.join(_WORKDIR.value, "predict")
   settings = _PREDICT.value
+  live = [p for p in _INPUT.value if inputs.is_live(p)]
   try:
+    if live:
+      if len(_INPUT.value) > 1:
+        raise inputs.InputError(f"--input={live[0]!r} is a live input: give it alone (one --input)")
+      return _predict_live(Predictor.from_workdir(_WORKDIR.value, settings), live[0], out)
     inputs.streams(_INPUT.value)  # a missing input fails before any model is restored
     predictor = Predictor.from_workdir(_WORKDIR.value, settings)
     prediction = predictor.predict(_INPUT.value)
@@ -195,6 +204,18 @@ def _predict() -> None:
   t = prediction.summary["throughput"]
   print(f"[predict] {t['frames']} frames, {t['faces']} faces in {t['wall_s']:.1f} s "
         f"({t['frames_per_s']:.1f} frames/s); {prediction.summary['skipped_count']} skipped")
+  for name, path in paths.items():
+    print(f"[predict] {name}: {path}")
+
+
+def _predict_live(predictor, source: str, out: str) -> None:
+  """A live input until it ends or Ctrl-C; every finished chunk is in frames.csv."""
+  print(f"[predict] live input {source}: predicting as frames arrive; Ctrl-C stops "
+        f"(rows are appended to {out}/frames.csv every "
+        f"{int(predictor.settings.live_chunk_frames)} frames)", flush=True)
+  paths = predictor.predict_live(source, out)
+  stopped = "interrupted (Ctrl-C)" if paths.pop("interrupted") else "the stream ended"
+  print(f"[predict] live input stopped: {stopped}")
   for name, path in paths.items():
     print(f"[predict] {name}: {path}")
 

@@ -298,9 +298,11 @@ def test_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, faces):
   assert r4["cache"] == "built"
 
 
-def test_haar_face_crop_on_a_drawn_face_vs_a_blank_image(tmp_path):
+@pytest.mark.parametrize("detector,extra", [("haar", {}), ("yunet", {}),
+                                             ("yunet", {"equalize": True})])
+def test_face_crop_on_a_drawn_face_vs_a_blank_image(tmp_path, detector, extra):
   face = fx.draw_face(120)
-  cropper = FaceCropper(margin=0.1)
+  cropper = FaceCropper(margin=0.1, detector=detector)
   top, left, bottom, right = cropper.box(face)
   assert top < 120 < bottom and left < 120 < right  # the face centre is inside
   assert 90 < bottom - top < 240
@@ -311,11 +313,18 @@ def test_haar_face_crop_on_a_drawn_face_vs_a_blank_image(tmp_path):
   for i in range(3):
     fx.save(face, str(root / "happy" / f"face{i}.png"))
     fx.save(np.full_like(face, 90 + i), str(root / "sad" / f"blank{i}.png"))
-  _, keep = load(tmp_path, "image_folder", root, face_crop="haar", split_fractions=(0.34, 0.33, 0.33))
+  data, keep = load(tmp_path, "image_folder", root, face_crop=detector, face_margin=0.2,
+                    split_fractions=(0.34, 0.33, 0.33), **extra)
   assert keep["face_crop"] == {"face_found": 3, "no_face_kept_full_image": 3}
   assert sum(keep["split_sizes"].values()) == 6
+  # The prepared face is the cropper's crop (aligned from YuNet's landmarks,
+  # the widened box for Haar), sized (and equalised) as prediction sizes it.
+  crop = FaceCropper(0.2, detector=detector)(face, 32)
+  want = decode.model_input(crop, 32, 1, equalize=extra.get("equalize", False))
+  prepared = np.concatenate([data.images[s].images for s in ("train", "val", "test")])
+  assert sum(np.array_equal(p, want) for p in prepared) == 3
   with pytest.raises(real.DataError, match="empty"):  # 3 faces cannot fill 3 splits of 1.0/0/0
-    load(tmp_path, "image_folder", root, face_crop="haar", no_face="skip",
+    load(tmp_path, "image_folder", root, face_crop=detector, no_face="skip",
          split_fractions=(1.0, 0.0, 0.0))
   skipped_report = json.load(open(tmp_path / "work" / "data_report.json"))
   assert skipped_report["face_crop"] == {"face_found": 3, "no_face_skipped": 3}

@@ -39,8 +39,20 @@ def data(variant: str) -> ml_collections.ConfigDict:
   d.extra_classes = ""  # classes beyond the canonical 8, e.g. "pain,boredom"
   # File names carrying ids (named_folder); the default is CK+'s S010_004_00000017.png.
   d.name_pattern = r"(?P<subject>S\d+)_(?P<sequence>\d+)_(?P<frame>\d+)"
-  d.face_crop = "none"  # none (already face crops) | haar (OpenCV Haar cascade)
+  # Find and crop the face in each image: none (already face crops) | yunet (the
+  # YuNet detector shipped with the package) | haar (OpenCV's Haar cascade) |
+  # a path to a YuNet-format .onnx model. Prediction crops the way the run did.
+  d.face_crop = "none"
   d.face_margin = 0.2  # widen the detected box by this fraction of its side, each way
+  # auto: level the eyes from the detector's landmarks when it has them (yunet);
+  # landmarks: the same, refused for haar; none: the widened box as it is.
+  d.face_align = "auto"
+  d.face_score = 0.6  # yunet: faces scoring below this are not faces
+  d.face_nms = 0.3  # yunet: a box overlapping a higher-scoring one by this IoU is dropped
+  d.face_min_size = 20  # smallest face side in pixels
+  # Spread each prepared face's grey levels to a flat histogram (cv2.equalizeHist;
+  # RGB: its luma). Prediction does the same for a run prepared this way.
+  d.equalize = False
   d.no_face = "keep"  # when no face is found: keep (the full image) | skip
   d.video_stride = 1  # keep every k-th video frame
   d.video_fps = 0.0  # > 0: keep about this many frames per second instead (stride from the video's rate)
@@ -120,6 +132,7 @@ def optimizer(name: str, lr: float, *, weight_decay: float = 0.0, warmup_epochs:
   o.lr = lr
   o.weight_decay = weight_decay  # never applied to biases or norm parameters
   o.momentum = 0.9  # sgd / lars
+  o.nesterov = False  # sgd: Nesterov momentum
   o.lars_eta = 0.001
   o.bias_lr_scale = 1.0  # lars: lr multiplier for biases / norms (Barlow Twins: 0.024)
   o.schedule = schedule  # cosine (warm-up + cosine) | constant
@@ -136,7 +149,11 @@ def view(**overrides) -> ml_collections.ConfigDict:
       jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
       gray_p=0.2, blur_p=0.5, blur_kernel_frac=0.1,
       blur_sigma=(0.1, 2.0),  # in pixels of a 224-pixel image; scaled to the image size
-      noise_p=0.5, noise_std=0.05, solarize_p=0.0, solarize_threshold=0.5))
+      noise_p=0.5, noise_std=0.05, solarize_p=0.0, solarize_threshold=0.5,
+      rotate_deg=0.0,  # in-plane rotation, uniform in +-this many degrees (0 = none)
+      erase_p=0.0,  # random erasing: probability of one noise-filled rectangle
+      erase_area=(0.02, 0.2),  # its area, as a fraction of the image
+      erase_aspect=(0.3, 3.3)))  # its height / width, log-uniform
   v.update(overrides)
   return v
 
@@ -265,6 +282,11 @@ def classifier(variant: str, *, init: str = "barlow") -> ml_collections.ConfigDi
   c.optimizer = optimizer("adam", 1e-3, weight_decay=1e-5)
   c.class_weighting = "none"  # none | balanced (loss weights)
   c.balanced_sampling = False  # every class equally often per epoch
+  c.label_smoothing = 0.0  # cross-entropy against (1 - eps) one-hot + eps / K
+  # Test-time views averaged at evaluation, by CARD (its features h and prior
+  # y_hat, training images included) and by prediction: none | flip | flip_crops
+  # (the image, four corner crops of 90% of the side, and the mirror of each).
+  c.tta = "none"
   c.use_sequence_frames = True  # also train on labelled frames of train sequences
   c.view = view(crop_area=(0.6, 1.0), jitter_p=0.5, gray_p=0.0, blur_p=0.0, noise_p=0.0)
   return c
@@ -332,9 +354,20 @@ def card(variant: str) -> ml_collections.ConfigDict:
 def predict() -> ml_collections.ConfigDict:
   """`--predict.*`: how `--mode=predict` reads inputs and what it writes."""
   p = ml_collections.ConfigDict()
-  p.face = "haar"  # haar: detect faces (OpenCV's bundled cascade) | none: inputs are face crops
+  # yunet (shipped with the package) | haar (OpenCV's cascade) | a YuNet-format
+  # .onnx path | none: inputs are face crops already
+  p.face = "yunet"
   p.face_margin = -1.0  # widen detected boxes by this fraction; < 0: the run's data.face_margin
+  # run: the run's data.face_align (a run prepared without detection: auto) |
+  # auto | landmarks | none (see data.face_align)
+  p.face_align = "run"
+  p.face_score = 0.6  # yunet: faces scoring below this are not faces
+  p.face_nms = 0.3  # yunet: overlapping boxes above this IoU are merged into the best
   p.min_face = 20  # smallest face side in pixels the detector reports
+  # Live inputs (camera:N, rtsp://, http://): frames.csv gets the rows of every
+  # this many frames as they are predicted (SEDL's temporal context restarts there).
+  p.live_chunk_frames = 50
+  p.live_max_frames = 0  # live inputs: stop after this many frames (0 = until the stream ends or Ctrl-C)
   p.max_faces = 4  # faces per frame, largest first
   p.track_iou = 0.3  # a box continues a track when it overlaps its last box this much
   p.track_max_gap = 10  # frames a track may go unseen and still continue

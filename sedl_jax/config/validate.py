@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 
-from sedl_jax.data import sources
+from sedl_jax.data import face_align, face_detect, sources
 
 # Total stride of the encoder's stem + stages: the image must be at least this
 # big for the last stage to see one pixel.
@@ -23,6 +23,7 @@ class ConfigError(ValueError):
 
 def choices() -> dict[tuple[str, str], tuple[str, ...]]:
   """(section, field) -> allowed values, taken from the modules that use them."""
+  from sedl_jax.evaluate import features
   from sedl_jax.models import temporal as temporal_model
   from sedl_jax.stages import behaviour, classifier
   out = {("temporal", "positional"): temporal_model.POSITIONAL,
@@ -33,6 +34,7 @@ def choices() -> dict[tuple[str, str], tuple[str, ...]]:
   for section in ("supervised_cnn", "ssl_finetune", "classifier"):
     out[(section, "mode")] = classifier.MODES
     out[(section, "init")] = classifier.INITS
+    out[(section, "tta")] = features.TTA_MODES
   for section in ("behaviour", "supervised_cnn", "ssl_finetune", "classifier"):
     out[(section, "class_weighting")] = ("none", "balanced")
   return out
@@ -45,13 +47,14 @@ MAY_BE_NEGATIVE = {"card.sample_temperature": "<= 0 tunes T_s on training images
 POSITIVE = {"width", "hidden", "heads", "layers", "proj_dim", "proj_hidden", "cbam_reduction",
             "knn_k", "knn_temperature", "lambd", "tune_images", "num_examples", "num_subjects",
             "images_per_subject", "sequence_length", "sequences_per_subject", "context_length",
-            "max_pixels", "num_threads", "mean_dwell", "beta_start", "beta_end", "batch_size",
+            "max_pixels", "num_threads", "face_min_size", "mean_dwell", "beta_start", "beta_end", "batch_size",
             "eval_batch_size", "image_size", "channels", "ngram", "tsne_max_points", "timesteps",
             "num_samples", "keep_checkpoints", "log_every_steps", "checkpoint_every_steps", "lr",
             "temperature", "video_stride", "fractions", "encoder_lr_scale", "repeats"}
 # And these are fractions: at most 1 (probabilities, decays, quantiles).
 FRACTIONS = {"fractions", "momentum", "ema_decay", "pavpu_alpha", "pavpu_threshold", "onset_rate",
-             "blur_kernel_frac", "solarize_threshold", "beta_start", "beta_end", "hue", "au_noise"}
+             "blur_kernel_frac", "solarize_threshold", "beta_start", "beta_end", "hue", "au_noise",
+             "label_smoothing", "erase_area", "face_score", "face_nms"}
 
 
 def _numbers(tree, prefix: str = ""):
@@ -159,9 +162,18 @@ def _check_data(config) -> None:
     raise ConfigError(f"config.data.name={d.name!r}: unknown dataset (known: {sorted(sources.DATASETS)})")
   _check_path(d)
   _positive_int(config, "data.image_size")
-  for field, allowed in (("face_crop", ("none", "haar")), ("no_face", ("keep", "skip"))):
+  for field, allowed in (("no_face", ("keep", "skip")), ("face_align", face_align.ALIGN_MODES)):
     if d.get(field, allowed[0]) not in allowed:
       raise ConfigError(f"config.data.{field}={d[field]!r}: expected one of {allowed}")
+  crop = d.get("face_crop", "none")
+  if crop != "none" and not face_detect.is_detector(crop):
+    raise ConfigError(f"config.data.face_crop={crop!r}: expected 'none', one of "
+                      f"{face_detect.DETECTORS} or a path to a YuNet-format .onnx model")
+  if crop.lower().endswith(".onnx") and not os.path.isfile(crop):
+    raise ConfigError(f"config.data.face_crop={crop!r}: no such model file")
+  if crop == "haar" and d.get("face_align") == "landmarks":
+    raise ConfigError("config.data.face_align='landmarks' needs a detector with landmarks "
+                      "(face_crop='yunet'); haar gives boxes only")
   if d.name != "synthetic":
     _check_real_data(config, d)
   if d.get("unlabelled"):

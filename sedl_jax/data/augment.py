@@ -39,11 +39,19 @@ class View(NamedTuple):
   noise_std: float
   solarize_p: float
   solarize_threshold: float
+  # Fields added later default to "off", so a run's saved config without them
+  # rebuilds the same view.
+  rotate_deg: float = 0.0
+  erase_p: float = 0.0
+  erase_area: tuple[float, float] = (0.02, 0.2)
+  erase_aspect: tuple[float, float] = (0.3, 3.3)
 
   @classmethod
   def from_config(cls, cfg) -> "View":
     vals = {}
     for name in cls._fields:
+      if name not in cfg and name in cls._field_defaults:
+        continue
       v = cfg[name]
       vals[name] = tuple(float(x) for x in v) if isinstance(v, (tuple, list)) else float(v)
     return cls(**vals)
@@ -61,7 +69,7 @@ def grayscale(img: jax.Array) -> jax.Array:
 
 
 def resized_crop(img: jax.Array, box: jax.Array, out_size: int,
-                 mirrored: jax.Array | bool = False) -> jax.Array:
+                 mirrored: jax.Array | bool = False, angle: jax.Array | None = None) -> jax.Array:
   """Bilinear crop of box = (y0, x0, h, w) in pixels, resized to out_size^2.
 
   Output pixel i samples the source at y0 + (i + 0.5) h / out - 0.5, so the
@@ -69,6 +77,9 @@ def resized_crop(img: jax.Array, box: jax.Array, out_size: int,
   mirrored: sample the columns right to left, which is `flip` of the crop exactly,
   without a pass of its own (under vmap a `flip` computes the crop for both
   branches of its select).
+  angle: radians; the sampling grid turns about the box centre, so the crop
+  shows the content rotated by -angle (counter-clockwise for angle > 0 on
+  screen), in the same single interpolation pass; the border repeats edge pixels.
   """
   y0, x0, h, w = box[0], box[1], box[2], box[3]
   i = jnp.arange(out_size, dtype=jnp.float32) + 0.5
@@ -76,6 +87,11 @@ def resized_crop(img: jax.Array, box: jax.Array, out_size: int,
   xs = x0 + i * w / out_size - 0.5
   xs = jnp.where(mirrored, xs[::-1], xs)
   yy, xx = jnp.meshgrid(ys, xs, indexing="ij")
+  if angle is not None:
+    cy, cx = y0 + h / 2 - 0.5, x0 + w / 2 - 0.5
+    c, s = jnp.cos(angle), jnp.sin(angle)
+    dy, dx = yy - cy, xx - cx
+    yy, xx = cy + c * dy + s * dx, cx - s * dy + c * dx
 
   def one_channel(c):
     return jax.scipy.ndimage.map_coordinates(c, [yy, xx], order=1, mode="nearest")
@@ -188,6 +204,21 @@ def solarize(img, threshold):
   return jnp.where(img >= threshold, 1.0 - img, img)
 
 
+def random_erase(key: jax.Array, img: jax.Array, area: tuple[float, float],
+                 aspect: tuple[float, float]) -> jax.Array:
+  """Random erasing (Zhong et al. 2020): one rectangle of `area` x the image's
+  area and log-uniform `aspect` (h / w), clipped to the image, filled with
+  uniform noise in [0, 1]."""
+  size_h, size_w = img.shape[0], img.shape[1]
+  box = random_crop_box(key, size_h, size_w, area, aspect)
+  y0, x0, h, w = box[0], box[1], box[2], box[3]
+  ys = jnp.arange(size_h, dtype=jnp.float32)[:, None, None] + 0.5
+  xs = jnp.arange(size_w, dtype=jnp.float32)[None, :, None] + 0.5
+  inside = (ys >= y0) & (ys < y0 + h) & (xs >= x0) & (xs < x0 + w)
+  noise = jax.random.uniform(jax.random.fold_in(key, 1), img.shape)
+  return jnp.where(inside, noise, img)
+
+
 def augment_one(key: jax.Array, img: jax.Array, view: Any, out_size: int) -> jax.Array:
   """One random view of one float image [H, W, C] -> [out_size, out_size, C]."""
   keys = jax.random.split(key, 12)
@@ -197,7 +228,11 @@ def augment_one(key: jax.Array, img: jax.Array, view: Any, out_size: int) -> jax
     return jax.random.uniform(k) < p
 
   box = random_crop_box(keys[0], h, w, tuple(view.crop_area), tuple(view.crop_aspect))
-  img = resized_crop(img, box, out_size, mirrored=coin(keys[1], view.flip_p))
+  angle = None
+  if view.rotate_deg > 0:  # static: views without rotation keep their programs
+    max_rad = float(np.deg2rad(view.rotate_deg))
+    angle = jax.random.uniform(jax.random.fold_in(keys[10], 0), minval=-max_rad, maxval=max_rad)
+  img = resized_crop(img, box, out_size, mirrored=coin(keys[1], view.flip_p), angle=angle)
   jittered = color_jitter(keys[2], img, view.brightness, view.contrast, view.saturation, view.hue)
   img = jnp.where(coin(keys[3], view.jitter_p), jittered, img)
   img = jnp.where(coin(keys[4], view.gray_p), grayscale(img), img)
@@ -207,6 +242,10 @@ def augment_one(key: jax.Array, img: jax.Array, view: Any, out_size: int) -> jax
   img = jnp.where(coin(keys[6], view.blur_p), blurred, img)
   img = jnp.where(coin(keys[7], view.noise_p), add_noise(keys[8], img, view.noise_std), img)
   img = jnp.where(coin(keys[9], view.solarize_p), solarize(img, view.solarize_threshold), img)
+  if view.erase_p > 0:  # static, as rotation
+    k_coin, k_box = jax.random.split(keys[11])
+    erased = random_erase(k_box, img, tuple(view.erase_area), tuple(view.erase_aspect))
+    img = jnp.where(coin(k_coin, view.erase_p), erased, img)
   return img
 
 

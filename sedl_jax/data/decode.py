@@ -97,11 +97,23 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
   return out.reshape(size, size, c)
 
 
-def model_input(image: np.ndarray, size: int, channels: int) -> np.ndarray:
+def model_input(image: np.ndarray, size: int, channels: int, equalize: bool = False) -> np.ndarray:
   """A decoded RGB image or face crop -> the model's input format: centre
-  square, resized, channels converted. Training's preparation and prediction
-  both call this, so a face reaches the model prepared the same way."""
-  return convert_channels(resize(square(image), size), channels)
+  square, resized, channels converted, and (`equalize`) its grey levels spread
+  to a flat histogram. Training's preparation and prediction both call this, so
+  a face reaches the model prepared the same way."""
+  out = convert_channels(resize(square(image), size), channels)
+  return equalize_histogram(out) if equalize else out
+
+
+def equalize_histogram(image: np.ndarray) -> np.ndarray:
+  """cv2.equalizeHist of a grey image [H, W, 1]; of the luma (YCrCb's Y) of an
+  RGB one, so colours keep their hue."""
+  if image.shape[2] == 1:
+    return cv2.equalizeHist(np.ascontiguousarray(image[..., 0]))[..., None]
+  ycc = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YCrCb)
+  ycc[..., 0] = cv2.equalizeHist(ycc[..., 0])
+  return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
 
 
 def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:

@@ -1,61 +1,69 @@
-"""Face boxes with OpenCV's bundled Haar cascade (ships with
-opencv-python-headless: nothing is downloaded). Training's data preparation and
-prediction both crop through here, so a face is cut the same way in both."""
+"""Faces found and cut the same way for training's data preparation and for
+prediction: a detector (`face_detect`: YuNet by default, or Haar) and the crop
+geometry (`face_align`: eye-levelled from landmarks, or the widened box)."""
 
 from __future__ import annotations
 
-import os
-
-import cv2
 import numpy as np
 
-CASCADE = "haarcascade_frontalface_default.xml"
+from sedl_jax.data import decode, face_align, face_detect
 
-Box = tuple[int, int, int, int]  # (top, left, bottom, right), a square in image pixels
+Box = face_align.Box
 
 
 class FaceCropper:
-  """Detected faces, each box widened by `margin` (a fraction of its side) and
-  made square, largest first; `__call__` crops the largest (None when none)."""
+  """Detected faces, largest first, each as a square box (the detector's box
+  widened by `margin` and made square) and a crop (aligned from the landmarks
+  when `align` allows and the detector gives them; else the box's pixels).
+  Not thread-safe (OpenCV state): one per thread."""
 
-  def __init__(self, margin: float = 0.2, min_size: int = 20, min_neighbors: int = 4):
-    path = os.path.join(cv2.data.haarcascades, CASCADE)
-    self.cascade = cv2.CascadeClassifier(path)
-    if self.cascade.empty():
-      raise RuntimeError(f"could not load OpenCV's Haar cascade {path}: reinstall "
-                         "opencv-python-headless (< 5; OpenCV 5 no longer bundles the cascades)")
+  def __init__(self, margin: float = 0.2, min_size: int = 20, detector: str = "yunet",
+               align: str = "auto", score_threshold: float = 0.6, nms_threshold: float = 0.3,
+               max_side: int = 640):
+    if align not in face_align.ALIGN_MODES:
+      raise ValueError(f"face_align={align!r}: expected one of {face_align.ALIGN_MODES}")
+    if align == "landmarks" and detector == "haar":
+      raise ValueError("face_align='landmarks' needs a detector with landmarks (yunet or a "
+                       "YuNet-format .onnx); haar gives boxes only (use face_align='none')")
+    self.detector = face_detect.make(face_detect.DetectorSettings(
+        detector, float(score_threshold), float(nms_threshold), int(min_size), int(max_side)))
     self.margin = float(margin)
-    self.min_size = int(min_size)
-    self.min_neighbors = int(min_neighbors)
+    self.align = align
+
+  def detect(self, image: np.ndarray, max_faces: int = 1) -> list[face_detect.Face]:
+    return self.detector(image)[:max(int(max_faces), 0)]
 
   def boxes(self, image: np.ndarray, max_faces: int = 1) -> list[Box]:
     """Up to `max_faces` widened square boxes, largest face first."""
-    grey = image[..., 0] if image.shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    faces = self.cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=self.min_neighbors,
-                                          minSize=(self.min_size, self.min_size))
-    faces = sorted((tuple(int(v) for v in f) for f in faces), key=lambda f: -f[2] * f[3])
-    return [self._widen(f, grey.shape) for f in faces[:max(int(max_faces), 0)]]
+    return [face_align.widened_box(f.box, self.margin, image.shape)
+            for f in self.detect(image, max_faces)]
 
-  def _widen(self, face, shape) -> Box:
-    x, y, w, h = face
-    side = int(round(max(w, h) * (1 + 2 * self.margin)))
-    cy, cx = y + h / 2, x + w / 2
-    top, left = int(round(cy - side / 2)), int(round(cx - side / 2))
-    H, W = shape
-    # Clip, keeping the box square.
-    side = min(side, H, W)
-    top = min(max(top, 0), H - side)
-    left = min(max(left, 0), W - side)
-    return top, left, top + side, left + side
+  def crop(self, image: np.ndarray, face: face_detect.Face, out_size: int) -> np.ndarray:
+    """One face's crop (uint8, any square size; `decode.model_input` sizes it)."""
+    if face_align.uses_landmarks(self.align, face):
+      return face_align.aligned_crop(image, face.landmarks, self.margin, out_size)
+    top, left, bottom, right = face_align.widened_box(face.box, self.margin, image.shape)
+    return image[top:bottom, left:right]
+
+  def faces(self, image: np.ndarray, out_size: int, max_faces: int = 1):
+    """[(box, crop)] of up to `max_faces` faces, largest first."""
+    return [(face_align.widened_box(f.box, self.margin, image.shape), self.crop(image, f, out_size))
+            for f in self.detect(image, max_faces)]
 
   def box(self, image: np.ndarray) -> Box | None:
     """The widened square box around the largest face."""
     found = self.boxes(image, 1)
     return found[0] if found else None
 
-  def __call__(self, image: np.ndarray) -> np.ndarray | None:
-    b = self.box(image)
-    if b is None:
-      return None
-    top, left, bottom, right = b
-    return image[top:bottom, left:right]
+  def __call__(self, image: np.ndarray, out_size: int = 224) -> np.ndarray | None:
+    """The largest face's crop, or None when no face is found."""
+    found = self.faces(image, out_size, 1)
+    return found[0][1] if found else None
+
+
+def from_config(cfg, margin: float | None = None) -> FaceCropper:
+  """The cropper a `config.data` (or a run's saved data config) describes."""
+  return FaceCropper(float(cfg.face_margin if margin is None else margin),
+                     int(cfg.get("face_min_size", 20)), cfg.face_crop,
+                     cfg.get("face_align", "none"), float(cfg.get("face_score", 0.6)),
+                     float(cfg.get("face_nms", 0.3)))

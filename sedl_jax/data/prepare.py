@@ -20,14 +20,14 @@ import shutil
 import threading
 
 import grain
+import ml_collections
 import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
 from sedl_jax import atomic_io
-from sedl_jax.data import decode, record_images
-from sedl_jax.data.face_crop import FaceCropper
+from sedl_jax.data import decode, face_crop, record_images
 from sedl_jax.data.labels import LabelMap
 
 # Bump when the prepared format or the decoding changes, to invalidate old caches.
@@ -47,6 +47,11 @@ def settings(data_cfg) -> dict:
       "prep_version": PREP_VERSION, "source": data_cfg.name,
       "image_size": int(data_cfg.image_size), "channels": int(data_cfg.channels),
       "face_crop": data_cfg.face_crop, "face_margin": float(data_cfg.face_margin),
+      **({"face_align": data_cfg.face_align, "face_score": float(data_cfg.face_score),
+          "face_nms": float(data_cfg.face_nms), "face_min_size": int(data_cfg.face_min_size)}
+         if data_cfg.face_crop != "none" else {}),
+      # Only when on, so caches prepared before the option existed stay valid.
+      **({"equalize": True} if data_cfg.get("equalize", False) else {}),
       "no_face": data_cfg.no_face, "label_map": data_cfg.label_map,
       "extra_classes": data_cfg.extra_classes, "name_pattern": data_cfg.name_pattern,
       "video_stride": int(data_cfg.video_stride), "video_max_frames": int(data_cfg.video_max_frames),
@@ -108,9 +113,10 @@ class _Decoder:
 
   def __init__(self, prep: dict):
     self.size, self.channels = prep["image_size"], prep["channels"]
-    self.crop = prep["face_crop"] == "haar"
-    self.margin = prep["face_margin"]
-    self._local = threading.local()  # one cascade per thread: detectMultiScale is not thread-safe
+    self.crop = prep["face_crop"] != "none"
+    self.prep = prep
+    self.equalize = prep.get("equalize", False)
+    self._local = threading.local()  # one detector per thread: OpenCV's are not thread-safe
     self.skip_no_face = prep["no_face"] == "skip"
     self.stride, self.max_frames = prep["video_stride"], prep["video_max_frames"]
     self.fps = prep["video_fps"]
@@ -138,8 +144,8 @@ class _Decoder:
       size = f"{image.shape[1]}x{image.shape[0]}"
       if self.crop:
         if not hasattr(self._local, "cropper"):
-          self._local.cropper = FaceCropper(self.margin)
-        face = self._local.cropper(image)
+          self._local.cropper = face_crop.from_config(ml_collections.ConfigDict(self.prep))
+        face = self._local.cropper(image, self.size)
         if face is None:
           faces["no_face_skipped" if self.skip_no_face else "no_face_kept_full_image"] += 1
           if self.skip_no_face:
@@ -147,7 +153,8 @@ class _Decoder:
         else:
           faces["face_found"] += 1
           image = face
-      out.append((frame, decode.model_input(image, self.size, self.channels), digest, size))
+      out.append((frame, decode.model_input(image, self.size, self.channels, self.equalize),
+                  digest, size))
     return out, faces
 
 

@@ -2,6 +2,9 @@
 as streams of frames, one decoded frame at a time.
 
 Every input is a `Stream`: a name and a generator of `Frame`s in time order.
+Live inputs (`camera:N`, `rtsp://...`, `http(s)://...`, or `live:SOURCE` for
+anything else OpenCV opens, read as if it were live) are streams of kind
+`live`: frames as they arrive, timed by the wall clock, until the source ends.
 A frame that cannot be used (unreadable file, a video frame that fails to
 decode) is yielded as a `Frame` with `error` set, so the caller counts and
 lists it and the rest goes on.
@@ -12,8 +15,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import time
 from typing import Callable, Iterator
 
+import cv2
 import numpy as np
 
 from sedl_jax.data import decode, scan
@@ -110,11 +115,72 @@ def _manifest_frames(items, fps: float) -> Callable[[], Iterator[Frame]]:
   return frames
 
 
+LIVE_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://")
+
+
+def is_live(path: str) -> bool:
+  p = str(path)
+  return p.startswith(("camera:", "live:")) or p.lower().startswith(LIVE_SCHEMES)
+
+
+def _open_capture(path: str):
+  if path.startswith("camera:"):
+    index = path.split(":", 1)[1]
+    if not index.isdigit():
+      raise InputError(f"--input={path!r}: expected camera:N with N a camera number (camera:0)")
+    cap, what = cv2.VideoCapture(int(index)), f"camera {index}"
+  else:
+    source = path.split(":", 1)[1] if path.startswith("live:") else path
+    if path.startswith("live:") and not source:
+      raise InputError(f"--input={path!r}: expected live:SOURCE (a file, device or URL)")
+    cap, what = cv2.VideoCapture(source), repr(source)
+  if not cap.isOpened():
+    cap.release()
+    raise InputError(f"--input={path!r}: OpenCV cannot open {what} (no such camera, "
+                     "unreachable stream or unsupported format)")
+  return cap
+
+
+def live_stream(path: str, fps: float = 0.0, max_frames: int = 0) -> Stream:
+  """A live source as a stream: opened at once (InputError when it cannot be);
+  frames are read as they arrive, `time_s` is seconds since the first frame by
+  the wall clock, and with `fps` > 0 frames closer than 1 / fps to the last
+  kept one are dropped unread by the model. Ends when the source ends (or
+  after `max_frames` kept frames)."""
+  cap = _open_capture(path)
+
+  def frames():
+    try:
+      start, kept, index, next_time = None, 0, 0, 0.0
+      while True:
+        ok, bgr = cap.read()
+        if not ok:
+          break
+        now = time.monotonic()
+        start = now if start is None else start
+        t = now - start
+        if fps <= 0 or t + 1e-6 >= next_time:
+          yield Frame(index, t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+          kept += 1
+          next_time = t + 1.0 / fps if fps > 0 else 0.0
+          if max_frames and kept >= max_frames:
+            break
+        index += 1
+    finally:
+      cap.release()
+
+  return Stream(path, "live", frames)
+
+
 def streams(paths, fps: float = 0.0, folder_fps: float = 0.0) -> list[Stream]:
   """One stream per input (a manifest gives one per sequence); raises
-  InputError naming a path that does not exist or cannot be a face input."""
+  InputError naming a path that does not exist or cannot be a face input.
+  Live inputs are not streams here: `live_stream` opens them."""
   out = []
   for path in paths:
+    if is_live(path):
+      raise InputError(f"--input={path!r} is a live input: predict it on its own "
+                       "(one --input), with Predictor.predict_live")
     ext = os.path.splitext(path)[1].lower()
     if not os.path.exists(path):
       raise InputError(f"--input={path!r}: no such file or folder")

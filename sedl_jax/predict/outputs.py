@@ -3,6 +3,7 @@ statistics (summary.json), a self-contained timeline.html, embeddings.npz."""
 
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
 import os
@@ -128,6 +129,8 @@ def summarise(predictor, per_input, rows, skipped, timing, wall: float) -> dict:
                 "config_sha256": config_hash, "class_names": m.class_names,
                 "trait_names": m.trait_names, "image_size": predictor.size,
                 "channels": predictor.channels, "face_margin": predictor.margin,
+                "face_detector": s.face, "face_align": predictor.align,
+                "equalize": predictor.equalize,
                 "forecast_horizons_frames": m.horizons,
                 **({"num_samples": m.num_samples, "sample_temperature": m.temperature,
                     "abstain_rule": s.abstain,
@@ -146,15 +149,91 @@ def summarise(predictor, per_input, rows, skipped, timing, wall: float) -> dict:
   }
 
 
+def csv_writer(f, cols):
+  w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+  w.writeheader()
+  return w
+
+
+class LiveTotals:
+  """Running per-track totals of a live input (constant memory per track)."""
+
+  def __init__(self, class_names):
+    self.names = list(class_names)
+    self.frames = self.no_face = 0
+    self.tracks: dict[int, dict] = {}
+
+  def add(self, rows) -> None:
+    frames = {r["frame"] for r in rows}
+    self.frames += len(frames)
+    self.no_face += sum(1 for r in rows if not r["face_found"])
+    for r in rows:
+      if not r["face_found"]:
+        continue
+      t = self.tracks.setdefault(r["track"], {
+          "faces": 0, "counts": collections.Counter(), "changes": 0, "last": None,
+          "first_time_s": r["time_s"], "last_time_s": r["time_s"], "confidence": 0.0,
+          "certain": 0, "has_certain": "certain" in r})
+      t["faces"] += 1
+      t["counts"][r["emotion"]] += 1
+      t["changes"] += int(t["last"] is not None and t["last"] != r["emotion"])
+      t["last"] = r["emotion"]
+      t["last_time_s"] = r["time_s"]
+      t["confidence"] += float(r["confidence"])
+      t["certain"] += int(r.get("certain", 0))
+
+  def summaries(self) -> list[dict]:
+    out = []
+    for track, t in sorted(self.tracks.items()):
+      n = t["faces"]
+      entry = {"track": int(track), "faces": n, "first_time_s": t["first_time_s"],
+               "last_time_s": t["last_time_s"],
+               "emotion_share": {c: _round(t["counts"][c] / n) for c in self.names},
+               "transition_rate": _round(t["changes"] / max(n - 1, 1)),
+               "mean_confidence": _round(t["confidence"] / n)}
+      if t["has_certain"]:
+        entry["abstain_rate"] = _round(1.0 - t["certain"] / n)
+      out.append(entry)
+    return out
+
+
+def live_summary(predictor, path, totals, skipped, timing, wall: float, interrupted: bool) -> dict:
+  """summary.json of a live input: the same model, settings and throughput
+  sections as for files, one input whose tracks carry running totals."""
+  timing["frames"] = totals.frames
+  entry = {"input": path, "kind": "live", "frames": totals.frames, "tracks": totals.summaries()}
+  out = summarise(predictor, [entry], [], skipped, timing, wall)
+  entry["no_face_frames"] = totals.no_face
+  entry["no_face_rate"] = _round(totals.no_face / max(totals.frames, 1))
+  out["live"] = {"stopped_by": "interrupt" if interrupted else "end of stream or live_max_frames",
+                 "chunk_frames": int(predictor.settings.live_chunk_frames)}
+  return out
+
+
+def read_rows(path: str, class_names) -> list[dict]:
+  """frames.csv back as rows with numbers as numbers (what the timeline reads)."""
+  numeric = {"frame", "track", "face_found", "certain"}
+  floats = {f"p_{c}" for c in class_names} | {"confidence", "surprise"}
+  rows = []
+  with open(path, newline="") as f:
+    for r in csv.DictReader(f):
+      for k, v in r.items():
+        if v == "" or k not in numeric and k not in floats and not k.endswith("_p"):
+          continue
+        r[k] = int(float(v)) if k in numeric else float(v)
+      if r.get("time_s", "") != "":
+        r["time_s"] = float(r["time_s"])
+      rows.append(r)
+  return rows
+
+
 def write(prediction, out: str, save_embeddings: bool, timeline: bool) -> dict:
   os.makedirs(out, exist_ok=True)
   paths = {"frames": os.path.join(out, "frames.csv"), "summary": os.path.join(out, "summary.json")}
 
   def put_csv(tmp):
     with open(tmp, "w", newline="") as f:
-      w = csv.DictWriter(f, fieldnames=prediction.columns, extrasaction="ignore")
-      w.writeheader()
-      w.writerows(prediction.rows)
+      csv_writer(f, prediction.columns).writerows(prediction.rows)
 
   atomic_io.write_with(paths["frames"], put_csv)
   atomic_io.write_json(paths["summary"], prediction.summary)

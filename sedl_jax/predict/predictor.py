@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import itertools
 import math
 import os
 import queue
@@ -29,13 +30,16 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from sedl_jax import atomic_io
 from sedl_jax.config import defaults
 from sedl_jax.data import decode
+from sedl_jax.data import face_align, face_detect
 from sedl_jax.data.face_crop import FaceCropper
 from sedl_jax.predict import inputs, outputs, run_model, smoothing
 from sedl_jax.predict.tracks import Tracker
 
-FACE_MODES = ("haar", "none")
+FACE_MODES = face_detect.DETECTORS + ("none",)
+ALIGN_SETTINGS = ("run",) + face_align.ALIGN_MODES
 ABSTAIN_RULES = ("ttest", "threshold")
 
 
@@ -71,7 +75,18 @@ def check_settings(s) -> None:
   def need(ok, field, what):
     if not ok:
       raise ValueError(f"predict.{field}={s[field]!r}: {what}")
-  need(s.face in FACE_MODES, "face", f"expected one of {FACE_MODES}")
+  need(s.face in FACE_MODES or str(s.face).lower().endswith(".onnx"), "face",
+       f"expected one of {FACE_MODES} or a path to a YuNet-format .onnx model")
+  need(not str(s.face).lower().endswith(".onnx") or os.path.isfile(s.face), "face",
+       "no such model file")
+  need(s.face_align in ALIGN_SETTINGS, "face_align", f"expected one of {ALIGN_SETTINGS}")
+  need(not (s.face == "haar" and s.face_align == "landmarks"), "face_align",
+       "landmarks need a detector with landmarks (yunet); haar gives boxes only")
+  need(0.0 <= float(s.face_score) <= 1.0, "face_score", "must be in [0, 1]")
+  need(0.0 <= float(s.face_nms) <= 1.0, "face_nms", "must be in [0, 1]")
+  need(int(s.min_face) >= 1, "min_face", "must be >= 1")
+  need(int(s.live_chunk_frames) >= 1, "live_chunk_frames", "must be >= 1")
+  need(int(s.live_max_frames) >= 0, "live_max_frames", "must be >= 0 (0 = no limit)")
   need(s.abstain in ABSTAIN_RULES, "abstain", f"expected one of {ABSTAIN_RULES}")
   need(s.smooth in smoothing.MODES, "smooth", f"expected one of {smoothing.MODES}")
   need(int(s.batch_size) >= 1, "batch_size", "must be >= 1")
@@ -83,12 +98,31 @@ def check_settings(s) -> None:
   need(int(s.workers) >= 1, "workers", "must be >= 1")
 
 
+def run_alignment(data_cfg, s) -> str:
+  """The crop geometry prediction uses: `predict.face_align`, or with "run" the
+  run's own (data.face_align when it detected faces; auto for runs trained on
+  ready crops, whose faces a detector must first find)."""
+  if s.face_align != "run":
+    return s.face_align
+  crop = data_cfg.get("face_crop", "none")
+  if crop == "none":
+    return "auto"
+  if crop == "haar":  # boxes without landmarks: never aligned
+    return "none"
+  return data_cfg.get("face_align", "auto")
+
+
 class Predictor:
   """A run's models plus prediction settings (`config.predict`, see defaults.predict)."""
 
-  def __init__(self, model, settings, workdir: str, margin: float):
+  def __init__(self, model, settings, workdir: str, margin: float, align: str = "auto",
+               equalize: bool = False):
     self.model, self.settings, self.workdir, self.margin = model, settings, workdir, margin
     self.size, self.channels = int(model.image_shape[0]), int(model.image_shape[2])
+    # The run's crop geometry and grey-level preparation, so a face reaches the
+    # model as the training faces did.
+    self.align = "none" if settings.face == "haar" and align == "auto" else align
+    self.equalize = bool(equalize)
     self._local = threading.local()
 
   @classmethod
@@ -99,24 +133,28 @@ class Predictor:
     model = run_model.load(workdir, int(s.batch_size),
                            horizons=tuple(s.horizons) if s.forecast else None,
                            num_samples=int(s.card_samples), seed=int(s.seed))
-    run_margin = float(model.ctx.config.data.face_margin)
-    margin = float(s.face_margin) if float(s.face_margin) >= 0 else run_margin
-    return cls(model, s, workdir, margin)
+    data = model.ctx.config.data
+    margin = float(s.face_margin) if float(s.face_margin) >= 0 else float(data.face_margin)
+    return cls(model, s, workdir, margin, run_alignment(data, s), bool(data.get("equalize", False)))
 
   # -- host side: detect and crop -------------------------------------------------
   def _cropper(self) -> FaceCropper:
-    if not hasattr(self._local, "cropper"):  # detectMultiScale is not thread-safe
-      self._local.cropper = FaceCropper(self.margin, int(self.settings.min_face))
+    if not hasattr(self._local, "cropper"):  # OpenCV's detectors are not thread-safe
+      s = self.settings
+      self._local.cropper = FaceCropper(self.margin, int(s.min_face), s.face, self.align,
+                                        float(s.face_score), float(s.face_nms))
     return self._local.cropper
 
   def _faces(self, image: np.ndarray):
     """(boxes, model-ready crops [F, S, S, C], seconds) of one RGB frame."""
     start = time.perf_counter()
-    if self.settings.face == "haar":
-      boxes = self._cropper().boxes(image, int(self.settings.max_faces))
+    if self.settings.face != "none":
+      found = self._cropper().faces(image, self.size, int(self.settings.max_faces))
     else:
-      boxes = [decode.square_box(*image.shape[:2])]
-    crops = [decode.model_input(image[t:b, l:r], self.size, self.channels) for t, l, b, r in boxes]
+      t, l, b, r = box = decode.square_box(*image.shape[:2])
+      found = [(box, image[t:b, l:r])]
+    boxes = [box for box, _ in found]
+    crops = [decode.model_input(crop, self.size, self.channels, self.equalize) for _, crop in found]
     return boxes, crops, time.perf_counter() - start
 
   def _prepared(self, frames, pool, timing):
@@ -183,9 +221,11 @@ class Predictor:
         e is not None for e in embeddings) else None
     return Prediction(rows, outputs.columns(self), summary, emb)
 
-  def _predict_stream(self, stream, pool, timing, skipped) -> dict:
+  def _predict_stream(self, stream, pool, timing, skipped, frames=None, tracker=None) -> dict:
+    """Rows, per-face embeddings and the summary of one stream, or of the
+    `frames` given (a live stream's chunk, continuing its `tracker`)."""
     s, model = self.settings, self.model
-    tracker = Tracker(float(s.track_iou), int(s.track_max_gap))
+    tracker = tracker or Tracker(float(s.track_iou), int(s.track_max_gap))
     rows, crops, per_face = [], [], collections.defaultdict(list)
     frames = 0
 
@@ -198,8 +238,9 @@ class Predictor:
         timing["faces"] += len(crops)
         crops.clear()
 
-    bar = tqdm(self._prepared(stream.frames(), pool, timing), desc=os.path.basename(stream.name),
-               unit="frame", leave=False, disable=stream.kind == "image")
+    bar = tqdm(self._prepared(stream.frames() if frames is None else frames, pool, timing),
+               desc=os.path.basename(stream.name), unit="frame", leave=False,
+               disable=stream.kind in ("image", "live"))
     for frame, boxes, faces, detect_s in bar:
       timing["detect_s"] += detect_s
       base = {"input": stream.name, "frame": frame.index,
@@ -228,3 +269,57 @@ class Predictor:
     return {"rows": rows, "embeddings": per_face.get("embedding"),
             "summary": {"input": stream.name, "kind": stream.kind, "frames": frames,
                         "tracks": tracks}}
+
+  # -- live inputs ------------------------------------------------------------------
+  def predict_live(self, path: str, out: str) -> dict:
+    """Predicts a live input (`camera:N`, a stream URL, `live:SOURCE`) as its
+    frames arrive: every `live_chunk_frames` frames are predicted and their
+    rows appended to OUT/frames.csv (flushed), so memory stays bounded by one
+    chunk and the per-track running totals. Stops at the end of the stream,
+    after `live_max_frames`, or on Ctrl-C (KeyboardInterrupt): the rows so far
+    are in frames.csv either way, then summary.json and timeline.html are
+    written. SEDL's temporal context, forecasts and smoothing start afresh in
+    each chunk. Returns the written paths (and `interrupted`)."""
+    s = self.settings
+    stream = inputs.live_stream(path, float(s.fps), int(s.live_max_frames))
+    os.makedirs(out, exist_ok=True)
+    cols = outputs.columns(self)
+    tracker = Tracker(float(s.track_iou), int(s.track_max_gap))
+    totals = outputs.LiveTotals(self.model.class_names)
+    timing, skipped = collections.Counter(), []
+    frames_it = iter(stream.frames())
+    chunk = int(s.live_chunk_frames)
+    interrupted = False
+    start = time.perf_counter()
+    bar = tqdm(desc=f"live {path}", unit="frame")
+    csv_path = os.path.join(out, "frames.csv")
+    with open(csv_path, "w", newline="") as f, \
+        concurrent.futures.ThreadPoolExecutor(int(s.workers)) as pool:
+      writer = outputs.csv_writer(f, cols)
+      try:
+        while True:
+          frames = list(itertools.islice(frames_it, chunk))
+          if not frames:
+            break
+          got = self._predict_stream(stream, pool, timing, skipped, iter(frames), tracker)
+          writer.writerows(got["rows"])
+          f.flush()
+          totals.add(got["rows"])
+          bar.update(len(frames))
+      except KeyboardInterrupt:
+        interrupted = True  # the rows of every finished chunk are written
+      finally:
+        bar.close()
+        close = getattr(frames_it, "close", None)
+        if close:
+          close()  # releases the capture
+    wall = time.perf_counter() - start
+    summary = outputs.live_summary(self, path, totals, skipped, timing, wall, interrupted)
+    paths = {"frames": csv_path, "summary": os.path.join(out, "summary.json")}
+    atomic_io.write_json(paths["summary"], summary)
+    if s.timeline:
+      from sedl_jax.predict import timeline as timeline_lib
+      rows = outputs.read_rows(csv_path, self.model.class_names)
+      paths["timeline"] = timeline_lib.write(Prediction(rows, cols, summary), out)
+    paths["interrupted"] = interrupted
+    return paths

@@ -286,7 +286,8 @@ class CardModel:
     self.class_names = list(ctx.data.class_names)
     self.image_shape = ctx.data.image_shape
     self.classifier = stage_lib.restore(ctx, classifier.model_spec(ctx, cls_stage))
-    infer = features.image_model(self.classifier.model, ctx.dp, batch_size)
+    infer = features.image_model(self.classifier.model, ctx.dp, batch_size,
+                                 tta=config[cls_stage].get("tta", "none"))
     self.infer = lambda images: infer(self.classifier.variables, images)
     cctx = _context(config, workdir, card_meta)
     self.card = stage_lib.restore(cctx, card.model_spec(cctx, _input_shape(card_meta)[1]))

@@ -13,6 +13,7 @@ from sedl_jax.evaluate import plots
 from sedl_jax.evaluate.report_doc import ReportDoc, fmt
 
 MAX_PLOTS = 24  # tracks drawn; the rest are summarised in the tables only
+MAX_POINTS = 1500  # points drawn per track: longer tracks are averaged in bins
 
 
 def _spans(mask: np.ndarray):
@@ -21,11 +22,25 @@ def _spans(mask: np.ndarray):
   return list(zip(edges[::2], edges[1::2]))
 
 
+def binned(values: np.ndarray, bins: int) -> np.ndarray:
+  """Means of `bins` consecutive, nearly equal runs of rows (all rows when
+  there are no more than `bins`): a long track is drawn from at most `bins`
+  points, so an hour of video is as quick to draw and read as a minute."""
+  values = np.asarray(values, float)
+  if len(values) <= bins:
+    return values
+  edges = np.linspace(0, len(values), bins + 1).round().astype(int)
+  sums = np.add.reduceat(np.nan_to_num(values), edges[:-1], axis=0)
+  counts = np.add.reduceat(~np.isnan(values), edges[:-1], axis=0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
 def _plot(rows, names, horizons, path: str, title: str) -> None:
   plt = plots._plt()
   clock = all(r["time_s"] != "" for r in rows)
-  x = np.array([r["time_s"] if clock else r["frame"] for r in rows], float)
-  probs = np.array([[r[f"p_{c}"] for c in names] for r in rows], float)
+  x = binned(np.array([r["time_s"] if clock else r["frame"] for r in rows], float), MAX_POINTS)
+  probs = binned(np.array([[r[f"p_{c}"] for c in names] for r in rows], float), MAX_POINTS)
   extra = bool(horizons)
   fig, axes = plt.subplots(2 if extra else 1, 1, figsize=(9, 4.6 if extra else 3.2), sharex=True,
                            squeeze=False)
@@ -34,13 +49,16 @@ def _plot(rows, names, horizons, path: str, title: str) -> None:
   for k, name in enumerate(names):
     ax.plot(x, probs[:, k], color=cmap(k % 10), lw=1.2, label=name)
   if "certain" in rows[0]:
-    abstain = np.array([not r["certain"] for r in rows])
+    # A drawn point abstains when most of its frames did.
+    abstain = binned(np.array([not r["certain"] for r in rows], float), MAX_POINTS) > 0.5
     for a, b in _spans(abstain):
       ax.axvspan(x[a], x[min(b, len(x) - 1)], color="0.85", zorder=0,
                  label="abstained" if a == _spans(abstain)[0][0] else None)
   pred = probs.argmax(-1)
-  for i in np.flatnonzero(np.diff(pred)) + 1:
-    ax.axvline(x[i], color="0.4", lw=0.5, ls=":")
+  changes = np.flatnonzero(np.diff(pred)) + 1
+  if len(changes) <= 200:  # beyond that the marks are a grey wash, not information
+    for i in changes:
+      ax.axvline(x[i], color="0.4", lw=0.5, ls=":")
   ax.set_ylim(0, 1)
   ax.set_ylabel("probability")
   ax.legend(fontsize=7, ncol=min(len(names) + 1, 5), loc="upper right")
@@ -48,9 +66,10 @@ def _plot(rows, names, horizons, path: str, title: str) -> None:
   if extra:
     ax2 = axes[1, 0]
     for k in horizons:
-      f = np.array([r.get(f"forecast_{k}_p", np.nan) for r in rows], float)
+      f = binned(np.array([r.get(f"forecast_{k}_p", np.nan) for r in rows], float), MAX_POINTS)
       ax2.plot(x, f, lw=1, label=f"forecast +{k} frame(s): confidence")
-    s = np.array([r.get("surprise") if r.get("surprise") != "" else np.nan for r in rows], float)
+    s = binned(np.array([r.get("surprise") if r.get("surprise") != "" else np.nan for r in rows],
+                        float), MAX_POINTS)
     ax2.plot(x, s, color="k", lw=1, label="surprise ||pred - actual||²")
     ax2.set_ylabel("forecast")
     ax2.legend(fontsize=7, loc="upper right")

@@ -57,8 +57,9 @@ def balanced_order(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarra
   return rng.permutation(idx)
 
 
-def make_loss_fn(model, view, image_size: int, weights: np.ndarray):
+def make_loss_fn(model, view, image_size: int, weights: np.ndarray, label_smoothing: float = 0.0):
   weights = jnp.asarray(weights)
+  num_classes = len(weights)
 
   def loss_fn(params, batch_stats, batch, rng):
     x = augment.normalize(augment.augment_batch(rng, batch["image"], view, image_size))
@@ -66,7 +67,11 @@ def make_loss_fn(model, view, image_size: int, weights: np.ndarray):
                                    mutable=["batch_stats"])
     labels = batch["label"]
     w = weights[labels]
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    if label_smoothing > 0:
+      targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+      ce = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+    else:
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
     loss = (ce * w).sum() / jnp.maximum(w.sum(), 1e-6)
     acc = (logits.argmax(-1) == labels).mean()
     return loss, (upd["batch_stats"], {"ce": loss, "train_acc": acc})
@@ -114,8 +119,10 @@ def model_spec(ctx, stage: str) -> stage_lib.ModelSpec:
 
 
 def predictor(ctx, trained: stage_lib.Trained, stage: str):
-  """fn(uint8 images) -> (features h [N, D], logits [N, K]) as NumPy."""
-  predict = features.image_model(trained.model, ctx.dp, ctx.config[stage].batch_size)
+  """fn(uint8 images) -> (features h [N, D], logits [N, K]) as NumPy, averaged
+  over the stage's test-time views (`tta`)."""
+  sc = ctx.config[stage]
+  predict = features.image_model(trained.model, ctx.dp, sc.batch_size, tta=sc.get("tta", "none"))
   return lambda images: predict(trained.variables, images)
 
 
@@ -136,7 +143,8 @@ def _train_spec(ctx, stage: str, spec: stage_lib.ModelSpec) -> stage_lib.TrainSp
   weights = classification.class_weights(labels, num_classes, sc.class_weighting)
   view = augment.View.from_config(sc.view)
   return stage_lib.TrainSpec(
-      loss_fn=make_loss_fn(spec.model, view, data.image_shape[0], weights),
+      loss_fn=make_loss_fn(spec.model, view, data.image_shape[0], weights,
+                           float(sc.get("label_smoothing", 0.0))),
       data={"image": images, "label": labels}, init_variables=_encoder_start(ctx, stage))
 
 

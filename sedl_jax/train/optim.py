@@ -33,7 +33,8 @@ def _base(opt_cfg, schedule):
     return optax.adamw(schedule, weight_decay=wd, mask=decay_mask)
   if name == "sgd":
     return optax.chain(optax.add_decayed_weights(wd, decay_mask),
-                       optax.sgd(schedule, momentum=opt_cfg.momentum, nesterov=False))
+                       optax.sgd(schedule, momentum=opt_cfg.momentum,
+                                 nesterov=bool(opt_cfg.get("nesterov", False))))
   if name == "lars":
     # Biases and norm parameters are excluded from decay and from the trust ratio.
     return optax.lars(schedule, weight_decay=wd, weight_decay_mask=decay_mask,
