@@ -302,6 +302,65 @@ def test_predicting_a_video_gives_every_frame_a_row_and_stable_tracks(sedl_run, 
     assert z["embeddings"].shape[0] == sum(r["face_found"] for r in pred.rows)
 
 
+def test_a_live_input_is_predicted_in_chunks_as_it_arrives(sedl_run, tmp_path, monkeypatch):
+  """A video read as a live stream (the stand-in for a camera): frames.csv
+  holds the same faces, boxes and tracks as the file predicted whole; with one
+  chunk the same probabilities too. Ctrl-C mid-stream keeps every finished
+  chunk's rows and still writes the summary and the timeline."""
+  from sedl_jax.predict import Predictor, inputs
+  video = str(tmp_path / "cam.avi")
+  faces = [1, 1, 1, 2, 2, 2, 0, 1, 1, 1, 1]
+  fx.face_video(video, faces, fps=10)
+  whole = Predictor.from_workdir(str(sedl_run[0])).predict(video)
+  keys = ["frame", "track", "face_found", "box_top", "box_left", "box_bottom", "box_right"]
+  for chunk in (4, 100):
+    p = Predictor.from_workdir(str(sedl_run[0]), {"live_chunk_frames": chunk})
+    paths = p.predict_live(f"live:{video}", str(tmp_path / f"live{chunk}"))
+    assert not paths["interrupted"]
+    with open(paths["frames"]) as f:
+      rows = list(csv.DictReader(f))
+    assert [[int(r[k]) if r[k] else "" for k in keys] for r in rows] == [
+        [r.get(k, "") for k in keys] for r in whole.rows]
+    times = [float(r["time_s"]) for r in rows]
+    assert times == sorted(times)  # the wall clock since the first frame
+    if chunk == 100:
+      names = p.model.class_names
+      np.testing.assert_allclose(
+          [[float(r[f"p_{c}"]) for c in names] for r in rows if r["face_found"] == "1"],
+          [[r[f"p_{c}"] for c in names] for r in whole.rows if r["face_found"]], atol=2e-5)
+    summary = json.load(open(paths["summary"]))
+    assert summary["inputs"][0]["frames"] == len(faces)
+    assert summary["inputs"][0]["no_face_frames"] == 1
+    assert sum(t["faces"] for t in summary["inputs"][0]["tracks"]) == sum(faces)
+  # Ctrl-C after 10 frames: chunks of 4 -> the first 8 frames are written.
+  real_stream = inputs.live_stream
+
+  def interrupted(path, fps=0.0, max_frames=0):
+    stream = real_stream(path, fps, max_frames)
+
+    def frames():
+      for i, frame in enumerate(stream.frames()):
+        if i == 10:
+          raise KeyboardInterrupt
+        yield frame
+    return inputs.Stream(stream.name, "live", frames)
+
+  monkeypatch.setattr(inputs, "live_stream", interrupted)
+  p = Predictor.from_workdir(str(sedl_run[0]), {"live_chunk_frames": 4})
+  paths = p.predict_live(f"live:{video}", str(tmp_path / "stopped"))
+  assert paths["interrupted"]
+  with open(paths["frames"]) as f:
+    assert [int(r["frame"]) for r in csv.DictReader(f)] == [
+        t for t, n in enumerate(faces[:8]) for _ in range(max(n, 1))]
+  summary = json.load(open(paths["summary"]))
+  assert summary["live"]["stopped_by"] == "interrupt" and summary["inputs"][0]["frames"] == 8
+  assert "data:image/png;base64" in open(paths["timeline"]).read()
+  with pytest.raises(inputs.InputError, match="camera:N"):
+    real_stream("camera:front")
+  with pytest.raises(inputs.InputError, match="cannot open"):
+    real_stream(f"live:{tmp_path / 'missing.avi'}")
+
+
 def _predict_cli(workdir, *args):
   return subprocess.run([sys.executable, "launch.py", "--mode=predict", f"--workdir={workdir}",
                          *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -314,6 +373,9 @@ def test_predict_command_writes_the_outputs_and_exits_2_on_bad_input(sedl_run, t
   out = _predict_cli(workdir, f"--input={video}", f"--out={tmp_path / 'out'}")
   assert out.returncode == 0, out.stderr[-3000:]
   assert {"frames.csv", "summary.json", "timeline.html"} <= set(os.listdir(tmp_path / "out"))
+  live = _predict_cli(workdir, f"--input=live:{video}", f"--out={tmp_path / 'live'}")
+  assert live.returncode == 0 and "the stream ended" in live.stdout, live.stderr[-3000:]
+  assert {"frames.csv", "summary.json", "timeline.html"} <= set(os.listdir(tmp_path / "live"))
   missing = _predict_cli(workdir, f"--input={tmp_path / 'nope.mp4'}")
   assert missing.returncode == 2 and "nope.mp4" in missing.stderr
   untrained = tmp_path / "untrained"

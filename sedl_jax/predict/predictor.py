@@ -221,9 +221,9 @@ class Predictor:
         e is not None for e in embeddings) else None
     return Prediction(rows, outputs.columns(self), summary, emb)
 
-  def _predict_stream(self, stream, pool, timing, skipped, frames=None, tracker=None) -> dict:
+  def _predict_stream(self, stream, pool, timing, skipped, chunk=None, tracker=None) -> dict:
     """Rows, per-face embeddings and the summary of one stream, or of the
-    `frames` given (a live stream's chunk, continuing its `tracker`)."""
+    frames of `chunk` (a live stream's, continuing its `tracker`)."""
     s, model = self.settings, self.model
     tracker = tracker or Tracker(float(s.track_iou), int(s.track_max_gap))
     rows, crops, per_face = [], [], collections.defaultdict(list)
@@ -238,7 +238,7 @@ class Predictor:
         timing["faces"] += len(crops)
         crops.clear()
 
-    bar = tqdm(self._prepared(stream.frames() if frames is None else frames, pool, timing),
+    bar = tqdm(self._prepared(stream.frames() if chunk is None else chunk, pool, timing),
                desc=os.path.basename(stream.name), unit="frame", leave=False,
                disable=stream.kind in ("image", "live"))
     for frame, boxes, faces, detect_s in bar:
