@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sedl_jax.data import decode, face_align, face_detect
+from sedl_jax.data import face_align, face_detect
 
 Box = face_align.Box
 
